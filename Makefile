@@ -1,0 +1,46 @@
+# Breakwater top-level build: delegates to each part and stops at the first failure.
+#   make          build the decoder (and, later, the relay)
+#   make install  install the output plugin into the server's pkglibdir
+#   make deps     install system packages (idempotent; Debian)
+#   make test     install deps, build, and run every test suite
+#   make demo     a live tour: throwaway PostgreSQL, workload, tenant-tagged changes
+#   make bench    run the benchmarks (prints ratios, never fails on speed)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PG_CONFIG ?= pg_config
+export PG_CONFIG
+
+.PHONY: all decoder install deps test check-format format bench demo clean
+
+all: decoder
+
+decoder:
+	$(MAKE) -C decoder
+
+install: decoder
+	$(MAKE) -C decoder install
+
+deps:
+	tests/lib/deps.sh
+
+test: deps
+	$(MAKE) all
+	$(MAKE) check-format
+	tests/run-all.sh
+
+check-format:
+	tests/lib/check-format.sh
+
+format:
+	tests/lib/check-format.sh --fix
+
+demo: deps all
+	decoder/demo.sh
+
+bench: deps all
+	bench/decode/run.sh
+
+clean:
+	$(MAKE) -C decoder clean
+	rm -rf tests/.venv tests/.out

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the system packages Breakwater builds and tests with (Debian 12), and the Python test
+# venv. Idempotent: a second run on a ready machine installs nothing and asks no registry.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+pkgs=(
+  build-essential pkg-config clang-format valgrind
+  postgresql-15 postgresql-server-dev-15 libpq-dev postgresql-15-wal2json
+  librdkafka-dev libavro-dev libcurl4-openssl-dev libinih-dev libmicrohttpd-dev
+  kcat docker-compose
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Debian package starts a 'main' cluster on 5432 that nothing here uses; our tests and the demo
+# start their own on sockets in temporary directories.
+
+venv="$here/.venv"
+req="$here/requirements.txt"
+stamp="$venv/.requirements.stamp"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  cp "$req" "$stamp"
+fi

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test suite: the decoder's pg_regress suite (twice, see tests/lib/regress.sh) and the
+# pytest suites under tests/ (real PostgreSQL; later also a real Kafka broker). Prints one
+# closing line "N passed, N failed" over the suites and exits non-zero if any failed.
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+passed=0
+failed=0
+
+run() {
+  local name=$1; shift
+  echo "=== $name"
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "=== $name FAILED"; fi
+}
+
+run "decoder pg_regress" make -s -C decoder regress
+run "pytest" tests/.venv/bin/pytest -q -p no:cacheprovider tests
+
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]
