@@ -123,7 +123,7 @@ bw_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 
 /* BEGIN goes out with the first record that passed the filters, not before. */
 static void
-ensure_begin(BwData *data, ReorderBufferTXN *txn)
+ensure_begin(LogicalDecodingContext *ctx, BwData *data, ReorderBufferTXN *txn)
 {
 	BwTxn *bt = txn->output_plugin_private;
 
@@ -134,6 +134,7 @@ ensure_begin(BwData *data, ReorderBufferTXN *txn)
 	{
 		bw_chunk_begin_record(data);
 		bw_binary_begin(data->chunk, txn);
+		bw_chunk_end_record(ctx, data, false);
 	}
 }
 
@@ -318,7 +319,7 @@ bw_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 	else if (data->opts.missing_tenant == BW_MISSING_DROP)
 		goto skip;
 
-	ensure_begin(data, txn);
+	ensure_begin(ctx, data, txn);
 	ensure_relation_sent(ctx, data, rel);
 	bw_chunk_begin_record(data);
 	if (data->opts.format == BW_FORMAT_BINARY)
@@ -364,7 +365,7 @@ bw_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations, 
 		count_skipped(ctx, txn);
 	else
 	{
-		ensure_begin(data, txn);
+		ensure_begin(ctx, data, txn);
 		for (i = 0; i < n; i++)
 			ensure_relation_sent(ctx, data, rels[i]);
 		bw_chunk_begin_record(data);
@@ -408,7 +409,7 @@ bw_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, b
 	}
 	old = MemoryContextSwitchTo(data->change_cxt);
 	if (transactional)
-		ensure_begin(data, txn);
+		ensure_begin(ctx, data, txn);
 	bw_chunk_begin_record(data);
 	if (data->opts.format == BW_FORMAT_BINARY)
 		bw_binary_message(data->chunk, transactional, lsn, prefix, size, message);

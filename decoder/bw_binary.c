@@ -16,34 +16,76 @@
 /* Microseconds between the PostgreSQL epoch (2000-01-01) and the Unix epoch. */
 #define UNIX_EPOCH_OFFSET_USECS ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
 
+/*
+ * Writers assume room was reserved: a record is a run of small appends, and checking capacity
+ * once per value instead of once per field keeps enlargeStringInfo off the per-change profile.
+ */
+static inline void
+reserve(StringInfo out, int n)
+{
+	if (unlikely(out->len + n >= out->maxlen))
+		enlargeStringInfo(out, n);
+}
+
+static inline void
+raw_u8(StringInfo out, uint8 v)
+{
+	out->data[out->len++] = (char) v;
+}
+
+static inline void
+raw_u16(StringInfo out, uint16 v)
+{
+	uint16 n = pg_hton16(v);
+
+	memcpy(out->data + out->len, &n, sizeof(n));
+	out->len += sizeof(n);
+}
+
+static inline void
+raw_u32(StringInfo out, uint32 v)
+{
+	uint32 n = pg_hton32(v);
+
+	memcpy(out->data + out->len, &n, sizeof(n));
+	out->len += sizeof(n);
+}
+
+static inline void
+raw_u64(StringInfo out, uint64 v)
+{
+	uint64 n = pg_hton64(v);
+
+	memcpy(out->data + out->len, &n, sizeof(n));
+	out->len += sizeof(n);
+}
+
 static inline void
 put_u8(StringInfo out, uint8 v)
 {
-	appendStringInfoCharMacro(out, (char) v);
+	reserve(out, 1);
+	raw_u8(out, v);
 }
 
 static inline void
 put_u16(StringInfo out, uint16 v)
 {
-	uint16 n = pg_hton16(v);
-
-	appendBinaryStringInfoNT(out, (char *) &n, sizeof(n));
+	reserve(out, 2);
+	raw_u16(out, v);
 }
 
 static inline void
 put_u32(StringInfo out, uint32 v)
 {
-	uint32 n = pg_hton32(v);
-
-	appendBinaryStringInfoNT(out, (char *) &n, sizeof(n));
+	reserve(out, 4);
+	raw_u32(out, v);
 }
 
 static inline void
 put_u64(StringInfo out, uint64 v)
 {
-	uint64 n = pg_hton64(v);
-
-	appendBinaryStringInfoNT(out, (char *) &n, sizeof(n));
+	reserve(out, 8);
+	raw_u64(out, v);
 }
 
 static inline void
@@ -51,16 +93,20 @@ put_name(StringInfo out, const char *s)
 {
 	size_t len = strlen(s);
 
-	put_u16(out, (uint16) len);
-	appendBinaryStringInfoNT(out, s, len);
+	reserve(out, 2 + (int) len);
+	raw_u16(out, (uint16) len);
+	memcpy(out->data + out->len, s, len);
+	out->len += (int) len;
 }
 
 static inline void
 put_bytes_value(StringInfo out, char kind, const char *data, uint32 len)
 {
-	put_u8(out, kind);
-	put_u32(out, len);
-	appendBinaryStringInfoNT(out, data, len);
+	reserve(out, 5 + (int) len);
+	raw_u8(out, (uint8) kind);
+	raw_u32(out, len);
+	memcpy(out->data + out->len, data, len);
+	out->len += (int) len;
 }
 
 /* Start a framed record; returns the offset to hand to end_record. */
@@ -82,24 +128,25 @@ end_record(StringInfo out, int start)
 	memcpy(out->data + start + 1, &n, sizeof(n));
 }
 
-static void
+static inline void
 put_fixed(StringInfo out, uint32 len, uint64 v)
 {
-	put_u8(out, 'b');
-	put_u32(out, len);
+	reserve(out, 5 + 8);
+	raw_u8(out, 'b');
+	raw_u32(out, len);
 	switch (len)
 	{
 		case 1:
-			put_u8(out, (uint8) v);
+			raw_u8(out, (uint8) v);
 			break;
 		case 2:
-			put_u16(out, (uint16) v);
+			raw_u16(out, (uint16) v);
 			break;
 		case 4:
-			put_u32(out, (uint32) v);
+			raw_u32(out, (uint32) v);
 			break;
 		default:
-			put_u64(out, v);
+			raw_u64(out, v);
 			break;
 	}
 }
