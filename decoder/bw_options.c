@@ -135,9 +135,13 @@ bw_parse_options(BwOptions *opts, List *options)
 							errhint("Give each option once.")));
 		seen[id] = true;
 		if (elem->arg == NULL)
-			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							errmsg("option \"%s\" needs a value", elem->defname),
-							errhint("Pass it as a name and value pair, e.g. '%s', '...'.", elem->defname)));
+			ereport(
+				ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" needs a value", elem->defname),
+				 errhint(
+					 "Give it a value: (\"%s\" 'value') in START_REPLICATION, -o %s=value with pg_recvlogical.",
+					 elem->defname, elem->defname)));
 		value = strVal(elem->arg);
 
 		switch ((BwOptionId) id)

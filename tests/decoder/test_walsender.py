@@ -192,3 +192,22 @@ def test_drain_json_is_ndjson(cluster, conn, make_slot, tmp_path):
         assert s in strings and s + "!" in strings, f"{s!r} did not come through intact"
     # one line per change: 200 + 5001 inserts, 67 updates, 50 deletes; plus the message and truncate
     assert len(objects) >= 200 + 5001 + 67 + 50
+
+
+@pytest.mark.parametrize("option, message", [
+    ("format", 'option "format" needs a value'),
+    ("format=csv", 'invalid value "csv" for option "format"'),
+    ("tables=nodot", 'invalid pattern "nodot" in option "tables"'),
+    ("no-such-option=1", 'unrecognized option "no-such-option"'),
+])
+def test_bad_option_over_replication(cluster, conn, make_slot, tmp_path, option, message):
+    """START_REPLICATION with a bad option: the client gets the plugin's error and hint, exits non-zero."""
+    slot = make_slot()
+    proc = recvlogical(cluster, slot.name, tmp_path / "out", "-o", option)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    assert proc.returncode != 0
+    assert message in err, err
+    assert "HINT" in err or "needs a value" in err, err
