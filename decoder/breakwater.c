@@ -7,7 +7,7 @@
 #include "breakwater.h"
 
 #include "access/htup_details.h"
-#include "replication/walsender.h"
+#include "access/xact.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -41,12 +41,13 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 
 /*
  * Text output of dates, intervals and floats depends on session settings; values written as
- * text (arrays, ranges, user types) must not. In a walsender the session is ours: set them for
- * good. Under the SQL functions the session is the user's: set them in a GUC nest level that
- * shutdown (or an error's transaction abort) unwinds.
+ * text (arrays, ranges, user types) must not. START_REPLICATION runs outside a transaction in a
+ * session that is ours: set them for good. The SQL functions run inside the user's transaction
+ * (even on a replication connection): set them in a GUC nest level that shutdown, or the abort
+ * of that transaction, unwinds.
  */
 static void
-pin_output_settings(BwData *data)
+pin_output_settings(BwData *data, bool in_sql_function)
 {
 	static const char *const settings[][2] = {
 		{"DateStyle", "ISO, YMD"},   {"IntervalStyle", "iso_8601"}, {"TimeZone", "UTC"},
@@ -55,7 +56,7 @@ pin_output_settings(BwData *data)
 	GucAction action = GUC_ACTION_SET;
 	size_t i;
 
-	if (!am_walsender)
+	if (in_sql_function)
 	{
 		data->guc_nestlevel = NewGUCNestLevel();
 		action = GUC_ACTION_SAVE;
@@ -91,7 +92,7 @@ bw_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 	 */
 	data->chunk_limit = data->opts.write_chunk_bytes;
 	if (data->chunk_limit < 0)
-		data->chunk_limit = (data->opts.format == BW_FORMAT_JSON && !am_walsender) ? 1 : 65536;
+		data->chunk_limit = (data->opts.format == BW_FORMAT_JSON && IsTransactionState()) ? 1 : 65536;
 	{
 		MemoryContext old = MemoryContextSwitchTo(ctx->context);
 
@@ -101,7 +102,7 @@ bw_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 	data->utc = pg_tzset("UTC");
 	if (data->utc == NULL)
 		elog(ERROR, "could not load time zone \"UTC\"");
-	pin_output_settings(data);
+	pin_output_settings(data, IsTransactionState());
 	bw_relcache_init(data);
 }
 

@@ -211,3 +211,26 @@ def test_bad_option_over_replication(cluster, conn, make_slot, tmp_path, option,
     assert proc.returncode != 0
     assert message in err, err
     assert "HINT" in err or "needs a value" in err, err
+
+
+def test_json_ignores_the_client_session_settings(cluster, conn, make_slot, tmp_path):
+    """The walsender session's DateStyle, TimeZone, IntervalStyle and extra_float_digits come from
+    the client; text values (arrays here) must not depend on them."""
+    conn.execute("DROP TABLE IF EXISTS bw_settings; CREATE TABLE bw_settings "
+                 "(id int PRIMARY KEY, tenant_id int, a timestamptz[], f float8[], i interval[], t timestamptz)")
+    slot = make_slot()
+    conn.execute("INSERT INTO bw_settings VALUES (1, 1, ARRAY['2024-01-01 10:00+00'::timestamptz], "
+                 "ARRAY[0.1::float8], ARRAY['1 day 02:00'::interval], '2024-01-01 10:00+00')")
+    end = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+    out = tmp_path / "out.json"
+    proc = recvlogical(cluster, slot.name, out, "-E", str(end), "-o", "format=json",
+                       conn_options="-c DateStyle=German -c TimeZone=Asia/Kolkata "
+                                    "-c extra_float_digits=0 -c IntervalStyle=sql_standard")
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    (row,) = [json.loads(line)["new"] for line in out.read_text().splitlines() if line.strip()]
+    assert row == {"id": 1, "tenant_id": 1, "a": '{"2024-01-01 10:00:00+00"}', "f": "{0.1}",
+                   "i": "{P1DT2H}", "t": "2024-01-01T10:00:00+00:00"}
