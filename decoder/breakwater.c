@@ -309,7 +309,14 @@ bw_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 		has_tenant = !isnull;
 		if (!has_tenant)
 		{
-			if (data->opts.missing_tenant == BW_MISSING_DROP)
+			/*
+			 * A delete whose replica identity lacks the tenant column removes a row that had a
+			 * tenant: dropping it would hide the delete from consumers, so even "drop" sends it
+			 * untagged (with the warning); "error" stops.
+			 */
+			bool identity_gap = (op == 'D' && !rel->tenant_in_identity);
+
+			if (data->opts.missing_tenant == BW_MISSING_DROP && !identity_gap)
 				goto skip;
 			if (data->opts.missing_tenant == BW_MISSING_ERROR)
 				report_missing_tenant_value(rel, op == 'D');

@@ -1,3 +1,4 @@
+\set SHOW_CONTEXT never
 -- Every option: accepted values, and a clear error for each kind of bad value.
 CREATE TABLE opt_t (id int PRIMARY KEY, tenant_id text, secret text);
 SELECT 'init' FROM pg_create_logical_replication_slot('opts', 'breakwater');
