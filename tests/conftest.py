@@ -1,11 +1,14 @@
 """Shared pytest fixtures: one throwaway PostgreSQL cluster per session (tests/lib/pgcluster.sh),
 autocommit connections to it, and slots of the breakwater plugin read through the SQL interface
-and decoded by the reference reader (tests/lib/bwproto.py).
+and decoded by the reference reader (tests/lib/bwproto.py); one throwaway Kafka broker per session
+(tests/lib/kafka.sh), started only when a test asks for the `kafka` fixture.
 
 BW_PG_ENV=/path/to/env runs the suite against a cluster started elsewhere (an env file as
-pgcluster.sh writes it) instead of starting one.
+pgcluster.sh writes it) instead of starting one; BW_KAFKA_ENV=/path/to/env does the same for the
+broker (an env file as kafka.sh writes it).
 """
 
+import collections
 import itertools
 import os
 import pathlib
@@ -13,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 
 import psycopg
 import psycopg.conninfo
@@ -145,3 +149,148 @@ def make_slot(cluster):
         s.drop()
     c.close()
 
+
+
+# ---- Kafka -------------------------------------------------------------------------------------
+
+KAFKA_SH = str(TOP / "tests" / "lib" / "kafka.sh")
+
+Record = collections.namedtuple("Record", "key value headers partition offset timestamp")
+Record.__doc__ = """One consumed message: key and value as bytes (or None), headers as a list of
+(name, bytes) pairs in wire order ([] when none), timestamp in milliseconds."""
+
+_topic_ids = itertools.count()
+
+
+class Kafka:
+    """A broker started by tests/lib/kafka.sh in `dir` (or one started elsewhere, named by an env
+    file). restart() keeps the ports and the data, so clients reconnect to the same bootstrap."""
+
+    def __init__(self, env_file):
+        self.env_file = env_file
+        self._load(env_file)
+
+    def _load(self, env_file):
+        env = _read_env(env_file)
+        self.env = env
+        self.bootstrap = env["BW_KAFKA_BOOTSTRAP"]
+        self.dir = env.get("BW_KAFKA_DIR")
+        self.log = pathlib.Path(env["BW_KAFKA_LOG"]) if env.get("BW_KAFKA_LOG") else None
+
+    def _run(self, *args):
+        if not self.dir:
+            pytest.fail(f"the broker of {self.env_file} has no BW_KAFKA_DIR: cannot {args[0]} it")
+        done = subprocess.run([KAFKA_SH, *args, self.dir], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"kafka.sh {args[0]} failed:\n{done.stderr}")
+        return done.stdout
+
+    def start(self):
+        out = self._run("start")
+        self._load(out.strip().splitlines()[-1])
+
+    def stop(self):
+        self._run("stop")
+
+    def restart(self):
+        out = self._run("restart")
+        self._load(out.strip().splitlines()[-1])
+
+    def running(self):
+        pid = self.env.get("BW_KAFKA_PID")
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"kafka.Kafka" in f.read()
+        except (OSError, TypeError):
+            return False
+
+    def config(self, **extra):
+        """librdkafka configuration for a client of this broker; extra keys with '_' for '.'."""
+        conf = {"bootstrap.servers": self.bootstrap}
+        conf.update({k.replace("_", "."): v for k, v in extra.items()})
+        return conf
+
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
+        return AdminClient(self.config())
+
+    def create_topic(self, name=None, partitions=1, config=None, timeout=30):
+        """Creates a topic (a fresh unique name when none is given) and returns its name once its
+        partitions have leaders."""
+        from confluent_kafka.admin import NewTopic
+        name = name or f"bw-test-{os.getpid()}-{next(_topic_ids)}"
+        admin = self.admin()
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                                config=dict(config or {}))],
+                                      operation_timeout=timeout, request_timeout=timeout)
+        futures[name].result()
+        deadline = time.monotonic() + timeout
+        while True:
+            md = admin.list_topics(name, timeout=timeout).topics.get(name)
+            if md and md.error is None and len(md.partitions) == partitions and \
+                    all(p.leader >= 0 for p in md.partitions.values()):
+                return name
+            if time.monotonic() > deadline:
+                pytest.fail(f"topic {name} has no leader for every partition after {timeout}s")
+            time.sleep(0.05)
+
+    def consume_all(self, topic, idle_ms=1000, timeout=60, **conf):
+        """Every message of `topic` from the beginning of each partition, read until no message
+        arrived for idle_ms (or `timeout` seconds passed: a failure). Records are in offset order
+        within a partition, partitions in the order their messages arrived. Reads committed
+        messages only (librdkafka's default isolation)."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+        c = Consumer(self.config(**{"group.id": f"bw-test-{os.getpid()}-{next(_topic_ids)}",
+                                    "enable.auto.commit": False, "enable.partition.eof": False,
+                                    **conf}))
+        try:
+            md = c.list_topics(topic, timeout=10).topics.get(topic)
+            if md is None or md.error is not None:
+                pytest.fail(f"topic {topic} is not there: {md.error if md else 'no metadata'}")
+            # assign, not subscribe: no group rebalance to wait for
+            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(md.partitions)])
+            out = []
+            start = last = time.monotonic()
+            while (time.monotonic() - last) * 1000 < idle_ms:
+                if time.monotonic() - start > timeout:
+                    pytest.fail(f"topic {topic} still delivering after {timeout}s ({len(out)} read)")
+                msgs = c.consume(num_messages=1000, timeout=min(0.1, idle_ms / 1000))
+                for m in msgs:
+                    if m.error():
+                        raise KafkaException(m.error())
+                    out.append(Record(m.key(), m.value(), list(m.headers() or []), m.partition(),
+                                      m.offset(), m.timestamp()[1]))
+                if msgs:
+                    last = time.monotonic()
+            return out
+        finally:
+            c.close()
+
+    def log_tail(self, lines=60):
+        if self.log is None or not self.log.exists():
+            return "(no broker log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def kafka(request):
+    """A real single-node broker for the session; started on first use."""
+    if os.environ.get("BW_KAFKA_ENV"):
+        yield Kafka(os.environ["BW_KAFKA_ENV"])
+        return
+    work = tempfile.mkdtemp(prefix="bw-kafka.", dir="/tmp")
+    dir_ = os.path.join(work, "kafka")
+    done = subprocess.run([KAFKA_SH, "start", dir_], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"kafka.sh start failed:\n{done.stderr}")
+    k = Kafka(done.stdout.strip().splitlines()[-1])
+    yield k
+    # a broker that died under a test is a failure even if every test passed
+    died = not k.running() and os.path.exists(os.path.join(dir_, "kafka.pid"))
+    subprocess.run([KAFKA_SH, "stop", dir_], check=False)
+    if request.session.testsfailed or died:
+        print(f"\n==== broker log tail ({k.log}) ====\n{k.log_tail()}", file=sys.stderr)
+        if died:
+            pytest.fail("the broker exited during the session (log tail above)")
+    else:
+        subprocess.run(["rm", "-rf", work], check=False)

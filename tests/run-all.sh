@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite: the decoder's pg_regress suite (twice, see tests/lib/regress.sh) and the
-# pytest suites under tests/ (real PostgreSQL; later also a real Kafka broker). Prints one
-# closing line "N passed, N failed" over the suites and exits non-zero if any failed.
+# pytest suites under tests/ (a real PostgreSQL and, for the suites that ask for one, a real Kafka
+# broker). Prints one closing line "N passed, N failed" over the suites and exits non-zero if any
+# failed.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"

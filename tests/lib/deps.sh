@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the system packages Breakwater builds and tests with (Debian 12), and the Python test
-# venv. Idempotent: a second run on a ready machine installs nothing and asks no registry.
+# Installs the system packages Breakwater builds and tests with (Debian 12), the Python test venv
+# and the jars of the test Kafka broker (tests/lib/kafka.sh fetch, from Maven Central). Idempotent:
+# a second run on a ready machine installs nothing and asks no registry.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -9,6 +10,7 @@ pkgs=(
   postgresql-15 postgresql-server-dev-15 libpq-dev postgresql-15-wal2json
   librdkafka-dev libavro-dev libcurl4-openssl-dev libinih-dev libmicrohttpd-dev
   kcat docker-compose
+  openjdk-17-jre-headless maven
 )
 
 missing=()
@@ -36,3 +38,6 @@ if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
   cp "$req" "$stamp"
 fi
+
+# the test broker's jars (tests/.kafka-libs); a no-op while the pom is unchanged
+"$here/lib/kafka.sh" fetch
