@@ -100,10 +100,18 @@ bw_column_setup(BwColumn *col, Oid typid, int32 typmod, BwValueEncoding enc)
 	HeapTuple tup;
 	Oid typsend;
 
-	col->typid = typid;
-	col->typmod = typmod;
+	/*
+	 * A domain's values are written as its base type's, so the relation record names the base
+	 * type: a reader decodes by type oid.
+	 */
+	Oid basetype;
+	int32 basetypmod = typmod;
+
+	basetype = getBaseTypeAndTypmod(typid, &basetypmod);
+	col->typid = basetype;
+	col->typmod = typmod >= 0 ? typmod : basetypmod;
 	col->typlen = get_typlen(typid);
-	col->kind = kind_of(getBaseType(typid));
+	col->kind = kind_of(basetype);
 
 	getTypeOutputInfo(typid, &outfn, &isvarlena);
 	fmgr_info_cxt(outfn, &col->out_fn, CurrentMemoryContext);

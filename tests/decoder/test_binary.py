@@ -631,3 +631,24 @@ def test_large_transaction_chunks(conn, make_slot):
                 n += 1
     assert n == 200000
     assert len(chunks) >= 200000 * 30 // limit
+
+
+def test_domains_are_described_as_their_base_type(conn, make_slot):
+    """A domain's values are its base type's: the relation record must name the base type (and
+    its typmod), or a reader that decodes by type oid cannot read them."""
+    conn.execute("DROP TABLE IF EXISTS bw_dom; DROP DOMAIN IF EXISTS bw_posint; "
+                 "DROP DOMAIN IF EXISTS bw_money2; DROP DOMAIN IF EXISTS bw_code")
+    conn.execute("CREATE DOMAIN bw_posint AS int CHECK (VALUE > 0); "
+                 "CREATE DOMAIN bw_money2 AS numeric(12,2); CREATE DOMAIN bw_code AS varchar(8)")
+    conn.execute("CREATE TABLE bw_dom (id bw_posint PRIMARY KEY, tenant_id text, amount bw_money2, "
+                 "code bw_code)")
+    slot = make_slot()
+    conn.execute("INSERT INTO bw_dom VALUES (7, 'acme', 12.5, 'ab')")
+    records = slot.get()
+    rel = relation(records, "bw_dom")
+    cols = {c["name"]: c for c in rel["columns"]}
+    assert cols["id"]["type_oid"] == 23 and cols["id"]["format"] == "b"
+    assert cols["amount"]["type_oid"] == 1700 and cols["amount"]["typmod"] == (12 << 16 | 2) + 4
+    assert cols["code"]["type_oid"] == 1043 and cols["code"]["typmod"] == 8 + 4
+    (ins,) = data_changes(records, "bw_dom")
+    assert ins["new"]["id"] == 7 and str(ins["new"]["amount"]) == "12.50" and ins["new"]["code"] == "ab"
