@@ -1,5 +1,5 @@
 # Breakwater top-level build: delegates to each part and stops at the first failure.
-#   make          build the decoder (and, later, the relay)
+#   make          build the decoder and the relay
 #   make install  install the output plugin into the server's pkglibdir
 #   make deps     install system packages (idempotent; Debian)
 #   make test     install deps, build, and run every test suite
@@ -11,12 +11,15 @@ SHELL := /bin/bash
 PG_CONFIG ?= pg_config
 export PG_CONFIG
 
-.PHONY: all decoder install deps test check-format format bench demo clean
+.PHONY: all decoder relay install deps test check-format format bench demo clean
 
-all: decoder
+all: decoder relay
 
 decoder:
 	$(MAKE) -C decoder
+
+relay:
+	$(MAKE) -C relay WERROR=1
 
 install: decoder
 	$(MAKE) -C decoder install
@@ -43,4 +46,5 @@ bench: deps all
 
 clean:
 	$(MAKE) -C decoder clean
+	$(MAKE) -C relay clean
 	rm -rf tests/.venv tests/.out

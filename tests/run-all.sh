@@ -16,6 +16,7 @@ run() {
 }
 
 run "decoder pg_regress" make -s -C decoder regress
+run "relay unit tests (ASan+UBSan)" make -s -C relay check
 run "pytest" tests/.venv/bin/pytest -q -p no:cacheprovider tests
 
 echo "${passed} passed, ${failed} failed"

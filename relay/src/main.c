@@ -1,0 +1,382 @@
+/*
+ * main.c — breakwater-relay: startup, the main loop and shutdown.
+ *
+ * One loop, two heartbeats: rd_kafka_poll on every turn (delivery reports move the confirmable
+ * position), and a timer that sends standby status updates well before wal_sender_timeout.
+ * Shutdown order is a contract: stop reading, flush Kafka, send final feedback for delivered
+ * positions only, close PostgreSQL, destroy the producer, exit with a status that tells the
+ * truth (0 only when everything read was acknowledged).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "lsntrack.h"
+#include "metrics.h"
+#include "pgstream.h"
+#include "producer.h"
+#include "proto.h"
+#include "route.h"
+
+/* Set by signal handlers, acted on by the loop (the only other globals: see log.h). */
+static volatile sig_atomic_t stop_signals = 0;
+static volatile sig_atomic_t reload_requested = 0;
+
+static void on_stop(int sig)
+{
+    (void) sig;
+    stop_signals++;
+}
+
+static void on_hup(int sig)
+{
+    (void) sig;
+    reload_requested = 1;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+typedef struct relay {
+    bw_config cfg;
+    bw_metrics metrics;
+    bw_lsntrack *track;
+    bw_producer *producer;
+    bw_router router;
+    bw_pgstream *pg;
+    bw_parser *parser;
+    uint64_t received;  /* highest WAL position read from the stream */
+    uint64_t last_sent; /* last flush position sent to PostgreSQL */
+    int64_t last_feedback_ms;
+    int64_t next_feedback_ms;
+    int64_t next_stats_ms;
+    const char *opt_names[BW_DECODER_MAX_OPTIONS];
+    const char *opt_values[BW_DECODER_MAX_OPTIONS];
+    size_t nopts;
+    int argc; /* for SIGHUP's reload from the same sources */
+    char **argv;
+    char **envp;
+} relay;
+
+static bw_pg_status send_feedback(relay *r, char *err, size_t errlen)
+{
+    uint64_t confirmed = bw_lsntrack_confirmed(r->track);
+    bw_pg_status st = bw_pgstream_feedback(r->pg, r->received > confirmed ? r->received : confirmed,
+                                           confirmed, err, errlen);
+    if (st == BW_PG_OK) {
+        if (confirmed != r->last_sent) {
+            char a[18];
+            bw_debug("confirmed %s to PostgreSQL", bw_lsn_str(confirmed, a));
+        }
+        r->last_sent = confirmed;
+        atomic_store(&r->metrics.confirmed_lsn, confirmed);
+    }
+    r->last_feedback_ms = now_ms();
+    r->next_feedback_ms = r->last_feedback_ms + r->cfg.status_interval_ms;
+    return st;
+}
+
+static void log_stats(relay *r)
+{
+    bw_buf line;
+    bw_buf_init(&line);
+    bw_metrics_summary(&r->metrics, &line);
+    bw_info("stats: %s", line.data);
+    bw_buf_free(&line);
+}
+
+/*
+ * SIGHUP: load the configuration again from the same sources and apply the reloadable keys
+ * (log.level, relay.*); the loop reads those from cfg every time. Others need a restart.
+ */
+static void reload(relay *r)
+{
+    bw_config next;
+    bw_config_action action;
+    bw_buf err, notes;
+
+    bw_buf_init(&err);
+    bw_buf_init(&notes);
+    memset(&next, 0, sizeof(next));
+    if (bw_config_load(&next, r->argc, r->argv, r->envp, &action, &err) != 0) {
+        bw_error("SIGHUP: configuration not reloaded: %s", err.data);
+    } else {
+        int applied = bw_config_reload(&r->cfg, &next, &notes);
+        bw_log_parse_level(r->cfg.log_level, &bw_log_min_level);
+        bw_info("SIGHUP: %d setting(s) applied%s%s", applied, notes.len ? ": " : "",
+                notes.len ? notes.data : "");
+    }
+    bw_config_free(&next);
+    bw_buf_free(&err);
+    bw_buf_free(&notes);
+}
+
+/* Reads and handles what the stream has buffered, within the in-flight bound. */
+static bw_pg_status drain_stream(relay *r, char *err, size_t errlen)
+{
+    for (int i = 0; i < 10000; i++) {
+        if (atomic_load(&r->metrics.inflight_bytes) >= r->cfg.max_inflight_bytes)
+            return BW_PG_OK; /* backpressure: leave the rest in the socket */
+        bw_pgmsg m;
+        bw_pg_status st = bw_pgstream_next(r->pg, &m, err, errlen);
+        if (st != BW_PG_OK)
+            return st;
+        if (m.type == BW_PGMSG_NONE)
+            return BW_PG_OK;
+        if (m.wal_end > r->received)
+            r->received = m.wal_end;
+        atomic_store(&r->metrics.server_wal_end, m.wal_end);
+        if (m.type == BW_PGMSG_KEEPALIVE) {
+            bw_lsntrack_keepalive(r->track, m.wal_end);
+            if (m.reply_requested && (st = send_feedback(r, err, errlen)) != BW_PG_OK)
+                return st;
+            continue;
+        }
+        atomic_fetch_add(&r->metrics.stream_bytes_in, m.len);
+        int rc = bw_parse_chunk(r->parser, m.data, m.len, bw_route_record, &r->router, err, errlen);
+        if (rc == -1)
+            return BW_PG_FATAL; /* malformed: the plugin and relay disagree */
+        if (rc != 0) {
+            snprintf(err, errlen, "%s", r->router.err);
+            return BW_PG_FATAL;
+        }
+        if (bw_producer_failure(r->producer))
+            return BW_PG_OK; /* the loop stops on it */
+    }
+    return BW_PG_OK;
+}
+
+/* Streams until stopped or the connection breaks. */
+static bw_pg_status stream(relay *r, char *err, size_t errlen)
+{
+    bw_pg_status st = BW_PG_OK;
+    r->next_feedback_ms = 0;
+    while (stop_signals == 0) {
+        bw_producer_poll(r->producer, 0);
+        if (bw_producer_failure(r->producer))
+            return BW_PG_FATAL;
+        if (reload_requested) {
+            reload_requested = 0;
+            reload(r);
+        }
+        int64_t now = now_ms();
+        /* on the timer, and promptly (at most every 10 ms) when the confirmable position moved */
+        if (now >= r->next_feedback_ms ||
+            (bw_lsntrack_confirmed(r->track) != r->last_sent && now - r->last_feedback_ms >= 10))
+            if ((st = send_feedback(r, err, errlen)) != BW_PG_OK)
+                return st;
+        if (r->cfg.stats_interval_ms > 0 && now >= r->next_stats_ms) {
+            if (r->next_stats_ms > 0)
+                log_stats(r);
+            r->next_stats_ms = now + r->cfg.stats_interval_ms;
+        }
+        if ((st = drain_stream(r, err, errlen)) != BW_PG_OK)
+            return st;
+
+        bool backpressure = atomic_load(&r->metrics.inflight_bytes) >= r->cfg.max_inflight_bytes;
+        struct pollfd fds[2] = {
+            {bw_pgstream_socket(r->pg), backpressure ? 0 : POLLIN, 0},
+            {bw_producer_event_fd(r->producer), POLLIN, 0},
+        };
+        int64_t wait = r->next_feedback_ms - now_ms();
+        if (wait < 0)
+            wait = 0;
+        if (wait > 100)
+            wait = 100;
+        if (poll(fds, 2, (int) wait) < 0 && errno != EINTR) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            return BW_PG_FATAL;
+        }
+        if (fds[0].revents & (POLLIN | POLLERR | POLLHUP))
+            if ((st = bw_pgstream_consume(r->pg, err, errlen)) != BW_PG_OK)
+                return st;
+    }
+    return BW_PG_OK;
+}
+
+static int shutdown_relay(relay *r, int status)
+{
+    char err[512];
+    bw_info("stopping: waiting for Kafka to acknowledge %d queued messages",
+            bw_producer_outq_len(r->producer));
+    /* flush in steps so that a second SIGTERM/SIGINT exits at once */
+    int left = bw_producer_outq_len(r->producer);
+    for (int64_t until = now_ms() + 30000; left > 0 && now_ms() < until && stop_signals < 2;)
+        left = bw_producer_flush(r->producer, 100);
+    bw_producer_poll(r->producer, 0);
+    if (bw_pgstream_socket(r->pg) >= 0) {
+        if (send_feedback(r, err, sizeof(err)) != BW_PG_OK)
+            bw_warn("%s", err);
+    }
+    char lsn[18];
+    bw_info("confirmed %s to PostgreSQL", bw_lsn_str(bw_lsntrack_confirmed(r->track), lsn));
+    if (left > 0) {
+        bw_error("%d messages were not acknowledged by Kafka; they were not confirmed and will be "
+                 "sent again on restart",
+                 left);
+        status = 1;
+    }
+    if (bw_producer_failure(r->producer))
+        status = 1;
+    return status;
+}
+
+int main(int argc, char **argv, char **envp)
+{
+    relay r;
+    bw_buf cfgerr;
+    bw_config_action action;
+    char err[1024];
+    int status = 0;
+    bw_http *http = NULL;
+    bool ever_connected = false;
+    int64_t backoff = 100;
+
+    memset(&r, 0, sizeof(r));
+    bw_buf_init(&cfgerr);
+    if (bw_config_load(&r.cfg, argc, argv, envp, &action, &cfgerr) != 0) {
+        fprintf(stderr, "breakwater-relay: %s\n", cfgerr.data);
+        bw_buf_free(&cfgerr);
+        bw_config_free(&r.cfg);
+        return 2;
+    }
+    bw_buf_free(&cfgerr);
+    if (action != BW_CONFIG_RUN) {
+        if (action == BW_CONFIG_CHECK) {
+            bw_buf dump;
+            bw_buf_init(&dump);
+            bw_config_dump(&r.cfg, &dump);
+            printf("%sconfiguration OK\n", dump.data);
+            bw_buf_free(&dump);
+        }
+        bw_config_free(&r.cfg);
+        return 0;
+    }
+    bw_log_parse_level(r.cfg.log_level, &bw_log_min_level);
+    install_signals();
+    bw_metrics_init(&r.metrics);
+    atomic_store(&r.metrics.start_time_us, wall_us());
+
+    char *redacted = bw_conninfo_redact(r.cfg.pg_conninfo);
+    bw_info("breakwater-relay %s starting: slot \"%s\" on %s", BW_RELAY_VERSION, r.cfg.slot_name,
+            redacted);
+    free(redacted);
+
+    r.track = bw_lsntrack_new(0);
+    r.producer = bw_producer_new(&r.cfg, &r.metrics, r.track, err, sizeof(err));
+    if (r.producer == NULL) {
+        bw_error("%s", err);
+        status = 2;
+        goto out;
+    }
+    if (r.cfg.http_listen[0] != '\0') {
+        http = bw_http_start(r.cfg.http_listen, &r.metrics, r.cfg.slot_name, err, sizeof(err));
+        if (http == NULL) {
+            bw_error("%s", err);
+            status = 2;
+            goto out;
+        }
+    }
+    bw_router_init(&r.router, &r.cfg, r.producer, r.track, &r.metrics);
+    r.nopts = bw_config_decoder_options(&r.cfg, r.opt_names, r.opt_values, BW_DECODER_MAX_OPTIONS);
+    r.argc = argc;
+    r.argv = argv;
+    r.envp = envp;
+    r.pg = bw_pgstream_new();
+
+    while (stop_signals == 0) {
+        bw_pgstream_opts o = {r.cfg.pg_conninfo, r.cfg.slot_name, r.cfg.slot_create,
+                              r.opt_names,       r.opt_values,    r.nopts};
+        uint64_t confirmed = 0;
+        bw_pg_status st = bw_pgstream_start(r.pg, &o, &confirmed, err, sizeof(err));
+        if (st == BW_PG_OK) {
+            char lsn[18];
+            ever_connected = true;
+            backoff = 100;
+            atomic_store(&r.metrics.pg_connected, 1);
+            /* a fresh session: relation records are sent again by the plugin */
+            bw_parser_free(r.parser);
+            r.parser = bw_parser_new(NULL, NULL);
+            bw_lsntrack_keepalive(r.track, confirmed);
+            if (confirmed > r.received)
+                r.received = confirmed;
+            bw_info("streaming slot \"%s\" from %s", r.cfg.slot_name, bw_lsn_str(confirmed, lsn));
+            st = stream(&r, err, sizeof(err));
+            atomic_store(&r.metrics.pg_connected, 0);
+            if (st == BW_PG_OK)
+                break; /* stop requested */
+        }
+        const char *failure = bw_producer_failure(r.producer);
+        if (failure) {
+            bw_error("%s: stopping without confirming it", failure);
+            status = 1;
+            break;
+        }
+        if (st == BW_PG_FATAL || (!ever_connected && st == BW_PG_RETRY)) {
+            bw_error("%s", err);
+            status = st == BW_PG_FATAL && ever_connected ? 1 : 2;
+            break;
+        }
+        if (st == BW_PG_BUSY)
+            bw_info("%s: waiting to take over (standby)", err);
+        else {
+            bw_warn("%s: reconnecting in %" PRId64 " ms", err, backoff);
+            atomic_fetch_add(&r.metrics.pg_reconnects, 1);
+        }
+        bw_router_abandon(&r.router);
+        bw_pgstream_close(r.pg);
+        /* wait, serving delivery reports, until the backoff passes or a stop is asked */
+        int64_t wait = st == BW_PG_BUSY && backoff < 1000 ? 1000 : backoff;
+        for (int64_t until = now_ms() + wait; now_ms() < until && stop_signals == 0;)
+            bw_producer_poll(r.producer, 50);
+        if (st != BW_PG_BUSY && backoff < r.cfg.reconnect_backoff_max_ms)
+            backoff = backoff * 2 > r.cfg.reconnect_backoff_max_ms ? r.cfg.reconnect_backoff_max_ms
+                                                                   : backoff * 2;
+    }
+    status = shutdown_relay(&r, status);
+    bw_router_free(&r.router);
+
+out:
+    bw_pgstream_free(r.pg);
+    bw_parser_free(r.parser);
+    if (http)
+        bw_http_stop(http);
+    bw_producer_free(r.producer);
+    bw_lsntrack_free(r.track);
+    bw_config_free(&r.cfg);
+    bw_info("exit %d", status);
+    return status;
+}

@@ -1,0 +1,58 @@
+/*
+ * pgstream.h — the replication connection to PostgreSQL: connect (replication=database), make
+ * sure the slot exists and uses the breakwater plugin, START_REPLICATION with the decoder's
+ * options, read XLogData and keepalives, send standby status updates.
+ */
+#ifndef BW_PGSTREAM_H
+#define BW_PGSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bw_pgstream bw_pgstream;
+
+typedef struct bw_pgstream_opts {
+    const char *conninfo;
+    const char *slot;
+    bool create_slot;
+    const char *const *opt_names; /* decoder options */
+    const char *const *opt_values;
+    size_t nopts;
+} bw_pgstream_opts;
+
+typedef enum bw_pg_status {
+    BW_PG_OK = 0,
+    BW_PG_RETRY = -1, /* connection trouble: try again later */
+    BW_PG_BUSY = -2,  /* the slot is active in another connection: a standby waits */
+    BW_PG_FATAL = -3, /* retrying cannot help (bad slot, wrong plugin, bad option, encoding) */
+} bw_pg_status;
+
+typedef enum bw_pgmsg_type { BW_PGMSG_NONE, BW_PGMSG_DATA, BW_PGMSG_KEEPALIVE } bw_pgmsg_type;
+
+typedef struct bw_pgmsg {
+    bw_pgmsg_type type;
+    uint64_t wal_start; /* XLogData: start of this data */
+    uint64_t wal_end;   /* the server's current end of WAL */
+    bool reply_requested;
+    const uint8_t *data; /* XLogData payload, valid until the next read */
+    size_t len;
+} bw_pgmsg;
+
+bw_pgstream *bw_pgstream_new(void);
+void bw_pgstream_free(bw_pgstream *s); /* closes the connection */
+
+/* Connects and starts streaming; *confirmed is the slot's confirmed_flush_lsn. */
+bw_pg_status bw_pgstream_start(bw_pgstream *s, const bw_pgstream_opts *o, uint64_t *confirmed,
+                               char *err, size_t errlen);
+int bw_pgstream_socket(const bw_pgstream *s);
+/* Reads what arrived on the socket into libpq's buffer; BW_PG_RETRY when the connection died. */
+bw_pg_status bw_pgstream_consume(bw_pgstream *s, char *err, size_t errlen);
+/* Next complete message, or type NONE when none is buffered. */
+bw_pg_status bw_pgstream_next(bw_pgstream *s, bw_pgmsg *m, char *err, size_t errlen);
+/* Standby status update: received = last WAL position read, flushed = confirmable position. */
+bw_pg_status bw_pgstream_feedback(bw_pgstream *s, uint64_t received, uint64_t flushed, char *err,
+                                  size_t errlen);
+void bw_pgstream_close(bw_pgstream *s);
+
+#endif

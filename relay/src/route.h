@@ -1,0 +1,39 @@
+/*
+ * route.h — what a record becomes in Kafka: its topic (from topic.template), key, value and
+ * headers. Holds the per-stream state a record needs: the current transaction and its tracker
+ * entry.
+ */
+#ifndef BW_ROUTE_H
+#define BW_ROUTE_H
+
+#include "buf.h"
+#include "config.h"
+#include "lsntrack.h"
+#include "metrics.h"
+#include "producer.h"
+#include "proto.h"
+
+typedef struct bw_router {
+    const bw_config *cfg;
+    bw_producer *producer;
+    bw_lsntrack *track;
+    bw_metrics *metrics;
+    bw_xact xact;        /* the transaction being read */
+    bw_txn_entry *entry; /* its tracker entry; NULL outside a transaction */
+    bw_buf topic, key, value;
+    char err[1024]; /* why bw_route_record failed */
+} bw_router;
+
+void bw_router_init(bw_router *r, const bw_config *cfg, bw_producer *p, bw_lsntrack *t,
+                    bw_metrics *m);
+void bw_router_free(bw_router *r);
+/* bw_record_cb: publishes what the record becomes. Non-zero on error (r->err says why). */
+int bw_route_record(void *router, const bw_record *rec);
+/* The stream broke mid-transaction: its entry must never confirm anything. */
+void bw_router_abandon(bw_router *r);
+
+/* Expands topic.template for a relation and tenant (NULL: none) into out, sanitised for Kafka. */
+void bw_topic_name(bw_buf *out, const char *tmpl, const char *prefix, const bw_relation *rel,
+                   const char *tenant, size_t tenant_len);
+
+#endif
