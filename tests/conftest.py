@@ -63,6 +63,14 @@ class Cluster:
         env.update(self.env)
         return env
 
+    def restart(self):
+        """Fast shutdown and start again on the same port and data (walsenders are cut)."""
+        pgdir = pathlib.Path(self.env["BW_PGDATA"]).parent
+        script = str(TOP / "tests" / "lib" / "pgcluster.sh")
+        done = subprocess.run([script, "restart", str(pgdir)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"pgcluster.sh restart failed:\n{done.stderr}")
+
     def log_tail(self, lines=60):
         if self.log is None or not self.log.exists():
             return "(no server log)"

@@ -3,6 +3,7 @@
 #
 #   pgcluster.sh start DIR [--tcp] [--plugin PATH] [--set name=value]...
 #   pgcluster.sh stop DIR
+#   pgcluster.sh restart DIR   (fast shutdown, then start on the same port and data)
 #
 # The cluster lives in DIR (created), listens on a socket in DIR (and on 127.0.0.1 with --tcp, on a
 # free port), has wal_level=logical, loads the breakwater plugin from a copy of PATH (default: this
@@ -93,9 +94,17 @@ stop() {
   as_owner "$pg_bindir/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
 }
 
+restart() {
+  local dir=$1
+  [ -d "$dir/data" ] || die "no cluster in '$dir'"
+  as_owner "$pg_bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null \
+    || { tail -50 "$dir/server.log" >&2; die "server did not restart (log above)"; }
+}
+
 cmd=${1:-}; shift || true
 case $cmd in
   start) [ $# -ge 1 ] || die "usage: pgcluster.sh start DIR [options]"; start "$@" ;;
   stop) [ $# -eq 1 ] || die "usage: pgcluster.sh stop DIR"; stop "$1" ;;
-  *) die "usage: pgcluster.sh start DIR [--tcp] [--plugin PATH] [--set name=value]... | stop DIR" ;;
+  restart) [ $# -eq 1 ] || die "usage: pgcluster.sh restart DIR"; restart "$1" ;;
+  *) die "usage: pgcluster.sh start DIR [--tcp] [--plugin PATH] [--set name=value]... | stop DIR | restart DIR" ;;
 esac
