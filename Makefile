@@ -3,7 +3,7 @@
 #   make install  install the output plugin into the server's pkglibdir
 #   make deps     install system packages (idempotent; Debian)
 #   make test     install deps, build, and run every test suite
-#   make demo     a live tour: throwaway PostgreSQL, workload, tenant-tagged changes
+#   make demo     a live tour: PostgreSQL, Kafka and the relay, a workload, events as they arrive
 #   make bench    run the benchmarks (prints ratios, never fails on speed)
 
 SHELL := /bin/bash
@@ -39,7 +39,7 @@ format:
 	tests/lib/check-format.sh --fix
 
 demo: deps all
-	decoder/demo.sh
+	relay/demo.sh
 
 bench: deps all
 	bench/decode/run.sh

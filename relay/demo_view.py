@@ -1,0 +1,54 @@
+"""The demo's live view: consumes every demo.* topic and prints each event as it arrives in
+Kafka: tenant, table, operation, key, with a running count. Stops after --idle seconds without
+a message once --expect messages were seen (or at --timeout)."""
+
+import argparse
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--bootstrap", required=True)
+ap.add_argument("--expect", type=int, default=1)
+ap.add_argument("--idle", type=float, default=2.0)
+ap.add_argument("--timeout", type=float, default=60.0)
+args = ap.parse_args()
+
+c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"demo-{time.time()}",
+              "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 500})
+c.subscribe(["^demo\\..*"])
+n = 0
+start = last = time.monotonic()
+per_tenant = {}
+try:
+    while True:
+        now = time.monotonic()
+        if now - start > args.timeout or (n >= args.expect and now - last > args.idle):
+            break
+        m = c.poll(0.1)
+        if m is None:
+            continue
+        if m.error():
+            continue
+        last = time.monotonic()
+        n += 1
+        h = {k: (v.decode() if v else "") for k, v in (m.headers() or [])}
+        tenant = h.get("tenant", "-")
+        per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
+        if m.topic().endswith(".messages"):
+            what = f"app event {m.key().decode()}: {m.value().decode()}"
+        else:
+            key = json.loads(m.key()) if m.key() else None
+            keytxt = ",".join(f"{k}={v}" for k, v in key.items()) if key else "(no key)"
+            what = f"{h.get('op', '?'):<8} {h.get('table', '?'):<18} key({keytxt})"
+        lag_ms = (m.timestamp()[1] * 1000 - int(h.get("commit_time_us", "0"))) / 1000 \
+            if h.get("commit_time_us") else None
+        lag = f"{lag_ms:6.1f} ms after commit" if lag_ms is not None and lag_ms >= 0 else ""
+        print(f"  #{n:<3} [{tenant:>7}] {what:<52} {m.topic():<24} {lag}", flush=True)
+finally:
+    c.close()
+print(f"\n  {n} events in Kafka; per tenant: "
+      + ", ".join(f"{t}={k}" for t, k in sorted(per_tenant.items())), flush=True)
+sys.exit(0 if n >= args.expect else 1)
