@@ -18,6 +18,11 @@ run() {
 run "decoder pg_regress" make -s -C decoder regress
 run "relay unit tests (ASan+UBSan)" make -s -C relay check
 run "pytest" tests/.venv/bin/pytest -q -p no:cacheprovider tests
+# the daemon itself under AddressSanitizer + UndefinedBehaviorSanitizer (leaks fail): a subset
+# that exercises startup, streaming, delivery, reconnection, failure and shutdown paths
+run "relay end to end under ASan+UBSan" env BW_RELAY_SANITIZER=both \
+  tests/.venv/bin/pytest -q -p no:cacheprovider tests/relay \
+  -k "arrive or sigterm or postgres_restart or unreachable or rejects or weakening or takes_over"
 
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

@@ -18,11 +18,25 @@ RELAY = TOP / "relay" / "breakwater-relay"
 _ids = itertools.count()
 
 
+# BW_RELAY_SANITIZER=both runs the end-to-end tests against the AddressSanitizer +
+# UndefinedBehaviorSanitizer build: any report, leaks included, makes the relay exit non-zero,
+# which the tests see.
+SANITIZER = os.environ.get("BW_RELAY_SANITIZER", "")
+if SANITIZER:
+    os.environ.setdefault("ASAN_OPTIONS", "detect_leaks=1:exitcode=86")
+    os.environ.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=87")
+
+
 @pytest.fixture(scope="session")
 def relay_bin():
-    done = subprocess.run(["make", "-s", "-C", str(TOP / "relay")], capture_output=True, text=True)
+    cmd = ["make", "-s", "-C", str(TOP / "relay")]
+    if SANITIZER:
+        cmd.append(f"SANITIZER={SANITIZER}")
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         pytest.fail(f"building the relay failed:\n{done.stdout}\n{done.stderr}")
+    if SANITIZER:
+        return str(TOP / "relay" / "build" / SANITIZER / "breakwater-relay")
     return str(RELAY)
 
 
