@@ -83,8 +83,9 @@ typedef struct relay {
     int64_t last_feedback_ms;
     int64_t next_feedback_ms;
     int64_t next_stats_ms;
-    const char *opt_names[BW_DECODER_MAX_OPTIONS];
-    const char *opt_values[BW_DECODER_MAX_OPTIONS];
+    int64_t next_probe_ms; /* Kafka reachability, while marked down */
+    const char *opt_names[BW_DECODER_MAX_OPTIONS + 1];
+    const char *opt_values[BW_DECODER_MAX_OPTIONS + 1];
     size_t nopts;
     int argc; /* for SIGHUP's reload from the same sources */
     char **argv;
@@ -167,12 +168,12 @@ static bw_pg_status drain_stream(relay *r, char *err, size_t errlen)
         }
         atomic_fetch_add(&r->metrics.stream_bytes_in, m.len);
         int rc = bw_parse_chunk(r->parser, m.data, m.len, bw_route_record, &r->router, err, errlen);
-        if (rc == -1)
-            return BW_PG_FATAL; /* malformed: the plugin and relay disagree */
-        if (rc != 0) {
+        if (rc == BW_ROUTE_FAILED) {
             snprintf(err, errlen, "%s", r->router.err);
             return BW_PG_FATAL;
         }
+        if (rc != 0)
+            return BW_PG_FATAL; /* malformed: the plugin and the relay disagree (err says where) */
         if (bw_producer_failure(r->producer))
             return BW_PG_OK; /* the loop stops on it */
     }
@@ -198,6 +199,10 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
             (bw_lsntrack_confirmed(r->track) != r->last_sent && now - r->last_feedback_ms >= 10))
             if ((st = send_feedback(r, err, errlen)) != BW_PG_OK)
                 return st;
+        if (now >= r->next_probe_ms) {
+            bw_producer_probe(r->producer, 200);
+            r->next_probe_ms = now + 2000;
+        }
         if (r->cfg.stats_interval_ms > 0 && now >= r->next_stats_ms) {
             if (r->next_stats_ms > 0)
                 log_stats(r);
@@ -259,8 +264,9 @@ int main(int argc, char **argv, char **envp)
     relay r;
     bw_buf cfgerr;
     bw_config_action action;
-    char err[1024];
+    char err[1024] = "";
     int status = 0;
+    bool waiting_logged = false;
     bw_http *http = NULL;
     bool ever_connected = false;
     int64_t backoff = 100;
@@ -312,6 +318,9 @@ int main(int argc, char **argv, char **envp)
     }
     bw_router_init(&r.router, &r.cfg, r.producer, r.track, &r.metrics);
     r.nopts = bw_config_decoder_options(&r.cfg, r.opt_names, r.opt_values, BW_DECODER_MAX_OPTIONS);
+    /* the plugin refuses at START_REPLICATION a protocol it does not speak */
+    r.opt_names[r.nopts] = "protocol-version";
+    r.opt_values[r.nopts++] = "1";
     r.argc = argc;
     r.argv = argv;
     r.envp = envp;
@@ -322,9 +331,11 @@ int main(int argc, char **argv, char **envp)
                               r.opt_names,       r.opt_values,    r.nopts};
         uint64_t confirmed = 0;
         bw_pg_status st = bw_pgstream_start(r.pg, &o, &confirmed, err, sizeof(err));
+        atomic_store(&r.metrics.standby, st == BW_PG_BUSY);
         if (st == BW_PG_OK) {
             char lsn[18];
             ever_connected = true;
+            waiting_logged = false;
             backoff = 100;
             atomic_store(&r.metrics.pg_connected, 1);
             /* a fresh session: relation records are sent again by the plugin */
@@ -350,9 +361,15 @@ int main(int argc, char **argv, char **envp)
             status = st == BW_PG_FATAL && ever_connected ? 1 : 2;
             break;
         }
-        if (st == BW_PG_BUSY)
-            bw_info("%s: waiting to take over (standby)", err);
-        else {
+        if (st == BW_PG_BUSY) {
+            /* a standby has reached PostgreSQL: later outages are retried, not fatal */
+            ever_connected = true;
+            if (!waiting_logged)
+                bw_info("%s: waiting to take over (standby)", err);
+            else
+                bw_debug("%s: still waiting", err);
+            waiting_logged = true;
+        } else {
             bw_warn("%s: reconnecting in %" PRId64 " ms", err, backoff);
             atomic_fetch_add(&r.metrics.pg_reconnects, 1);
         }

@@ -39,6 +39,7 @@ void bw_metrics_init(bw_metrics *m)
     atomic_init(&m->last_commit_time_us, 0);
     atomic_init(&m->start_time_us, now_us());
     atomic_init(&m->pg_connected, 0);
+    atomic_init(&m->standby, 0);
     atomic_init(&m->kafka_ok, 0);
 }
 
@@ -50,7 +51,7 @@ typedef struct snapshot {
     uint64_t confirmed_lsn, server_wal_end;
     uint64_t lag_bytes;
     double lag_seconds, uptime_seconds;
-    int pg_connected, kafka_ok, up;
+    int pg_connected, standby, kafka_ok, up;
 } snapshot;
 
 static void take(const bw_metrics *cm, snapshot *s)
@@ -72,8 +73,9 @@ static void take(const bw_metrics *cm, snapshot *s)
     s->confirmed_lsn = LOAD(m->confirmed_lsn);
     s->server_wal_end = LOAD(m->server_wal_end);
     s->pg_connected = LOAD(m->pg_connected) ? 1 : 0;
+    s->standby = LOAD(m->standby) ? 1 : 0;
     s->kafka_ok = LOAD(m->kafka_ok) ? 1 : 0;
-    s->up = s->pg_connected && s->kafka_ok;
+    s->up = (s->pg_connected || s->standby) && s->kafka_ok;
 
     /* unknown (0) on either side: no lag to report rather than a meaningless one */
     s->lag_bytes = 0;
@@ -97,7 +99,8 @@ static void take(const bw_metrics *cm, snapshot *s)
 bool bw_metrics_healthy(const bw_metrics *cm, bw_buf *reason)
 {
     bw_metrics *m = (bw_metrics *) cm;
-    bool pg = LOAD(m->pg_connected) != 0;
+    /* a standby waiting for the slot is doing its job: healthy */
+    bool pg = LOAD(m->pg_connected) != 0 || LOAD(m->standby) != 0;
     bool kafka = LOAD(m->kafka_ok) != 0;
 
     if (reason != NULL) {
@@ -156,6 +159,8 @@ static const metric metrics[] = {
       "Age of the last commit read (0 before the first, and when all WAL is confirmed)."),
     M("breakwater_pg_connected", "gauge", INT, pg_connected,
       "1 when streaming from PostgreSQL, else 0."),
+    M("breakwater_standby", "gauge", INT, standby,
+      "1 while waiting as a standby for another relay to release the slot, else 0."),
     M("breakwater_kafka_ok", "gauge", INT, kafka_ok,
       "1 when the producer has no fatal error and reaches the brokers, else 0."),
     M("breakwater_up", "gauge", INT, up,

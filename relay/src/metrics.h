@@ -28,6 +28,7 @@ typedef struct bw_metrics {
     atomic_int_fast64_t last_commit_time_us; /* commit time of the last transaction read */
     atomic_int_fast64_t start_time_us;
     atomic_int pg_connected; /* 0/1 */
+    atomic_int standby;      /* 0/1: waiting for another relay to release the slot */
     atomic_int kafka_ok;     /* 0/1: no fatal error, brokers reachable */
 } bw_metrics;
 

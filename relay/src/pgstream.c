@@ -195,6 +195,23 @@ done:
     return st;
 }
 
+/* Server notices (e.g. the plugin's warnings) as one log line each, not raw on stderr. */
+static void log_notice(void *arg, const char *message)
+{
+    bw_buf line;
+    (void) arg;
+    bw_buf_init(&line);
+    for (const char *p = message; *p; p++) {
+        if (*p == '\n') {
+            if (p[1] != '\0')
+                bw_buf_puts(&line, " | ");
+        } else
+            bw_buf_putc(&line, *p);
+    }
+    bw_warn("postgresql: %s", line.len ? line.data : "");
+    bw_buf_free(&line);
+}
+
 bw_pg_status bw_pgstream_start(bw_pgstream *s, const bw_pgstream_opts *o, uint64_t *confirmed,
                                char *err, size_t errlen)
 {
@@ -212,6 +229,7 @@ bw_pg_status bw_pgstream_start(bw_pgstream *s, const bw_pgstream_opts *o, uint64
         st = BW_PG_RETRY;
         goto fail;
     }
+    PQsetNoticeProcessor(s->conn, log_notice, NULL);
     const char *enc = PQparameterStatus(s->conn, "server_encoding");
     if (enc == NULL || strcmp(enc, "UTF8") != 0) {
         snprintf(err, errlen,

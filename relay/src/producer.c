@@ -230,6 +230,20 @@ int bw_producer_send(bw_producer *p, const char *topic, const void *key, size_t 
     return 0;
 }
 
+void bw_producer_probe(bw_producer *p, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (atomic_load(&p->metrics->kafka_ok) || p->failed)
+        return;
+    if (rd_kafka_metadata(p->rk, 0, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (md->broker_cnt > 0) {
+            atomic_store(&p->metrics->kafka_ok, 1);
+            bw_info("kafka: brokers reachable again");
+        }
+        rd_kafka_metadata_destroy(md);
+    }
+}
+
 const char *bw_producer_failure(const bw_producer *p)
 {
     return p->failed ? p->failure : NULL;

@@ -36,6 +36,11 @@ void bw_producer_poll(bw_producer *p, int timeout_ms);
 int bw_producer_send(bw_producer *p, const char *topic, const void *key, size_t keylen,
                      const void *value, size_t valuelen, const bw_header *headers, size_t nheaders,
                      bw_txn_entry *entry, char *err, size_t errlen);
+/*
+ * While Kafka is marked unreachable, asks a broker for metadata (waiting at most timeout_ms) and
+ * marks it reachable again on an answer: on an idle database no delivery would tell.
+ */
+void bw_producer_probe(bw_producer *p, int timeout_ms);
 /* Non-NULL once a delivery failed for good or the producer hit a fatal error. */
 const char *bw_producer_failure(const bw_producer *p);
 /* Waits up to timeout_ms for every message to be acknowledged; returns messages left. */

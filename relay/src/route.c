@@ -1,8 +1,8 @@
 /*
  * route.c — records to Kafka messages (see route.h). Rows go to the topic of their table, keyed
- * by their key columns so that a compacted topic keeps each row's latest version and a key's
- * changes stay in one partition, in order. Headers repeat what consumers filter on without
- * parsing the value.
+ * by their key columns so that a key's changes stay in one partition, in order (and, once
+ * deletes are followed by tombstones, so that a compacted topic keeps exactly the live rows).
+ * Headers repeat what consumers filter on without parsing the value.
  */
 #include "route.h"
 
@@ -206,10 +206,15 @@ static int route_message(bw_router *r, const bw_record *rec)
     return rc;
 }
 
+static int route_record(bw_router *r, const bw_record *rec);
+
 int bw_route_record(void *router, const bw_record *rec)
 {
-    bw_router *r = router;
+    return route_record(router, rec) == 0 ? 0 : BW_ROUTE_FAILED;
+}
 
+static int route_record(bw_router *r, const bw_record *rec)
+{
     switch (rec->type) {
     case BW_REC_BEGIN:
         if (r->entry) {

@@ -27,7 +27,10 @@ typedef struct bw_router {
 void bw_router_init(bw_router *r, const bw_config *cfg, bw_producer *p, bw_lsntrack *t,
                     bw_metrics *m);
 void bw_router_free(bw_router *r);
-/* bw_record_cb: publishes what the record becomes. Non-zero on error (r->err says why). */
+/* bw_route_record's failure: distinct from the parser's -1 for a malformed chunk */
+#define BW_ROUTE_FAILED 2
+
+/* bw_record_cb: publishes what the record becomes. BW_ROUTE_FAILED on error (r->err says why). */
 int bw_route_record(void *router, const bw_record *rec);
 /* The stream broke mid-transaction: its entry must never confirm anything. */
 void bw_router_abandon(bw_router *r);

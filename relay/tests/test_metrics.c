@@ -33,6 +33,7 @@ static const char *const documented[] = {
     "breakwater_lag_bytes",
     "breakwater_lag_seconds",
     "breakwater_pg_connected",
+    "breakwater_standby",
     "breakwater_kafka_ok",
     "breakwater_up",
     "breakwater_uptime_seconds",

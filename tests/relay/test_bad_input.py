@@ -67,3 +67,20 @@ def test_unreachable_kafka_fails_without_confirming(conn, make_relay):
     assert "Kafka did not accept a message" in r.log() and "stopping without confirming" in r.log()
     first_write = conn.execute("SELECT %s::pg_lsn + 1", (before,)).fetchone()[0]
     assert not confirmed_at_least(conn, r.slot, str(first_write)), "confirmed an undelivered change"
+
+
+def test_oversized_row_stops_with_a_clear_error(conn, make_relay):
+    """A value Kafka cannot take (over message.max.bytes) is never skipped: the relay stops,
+    says which topic and why, and confirms nothing past it."""
+    conn.execute(TABLE_DDL.format(t="bad_big"))
+    r = make_relay(decoder__tables="public.bad_big").start()
+    r.wait_log("streaming slot")
+    before = insert_lsn(conn)
+    conn.execute("INSERT INTO bad_big SELECT 'acme', 1, 1, string_agg(md5(g::text), '') "
+                 "FROM generate_series(1, 40000) g")   # ~1.3 MB of text
+    rc = r.wait_exit(timeout=60)
+    assert rc == 1, r.log()
+    log = r.log()
+    assert f"{r.prefix}.public.bad_big" in log and "too large" in log.lower(), log[-2000:]
+    first_write = conn.execute("SELECT %s::pg_lsn + 1", (before,)).fetchone()[0]
+    assert not confirmed_at_least(conn, r.slot, str(first_write))
