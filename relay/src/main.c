@@ -84,6 +84,7 @@ typedef struct relay {
     int64_t next_feedback_ms;
     int64_t next_stats_ms;
     int64_t next_probe_ms; /* Kafka reachability, while marked down */
+    int64_t next_wal_ms;   /* reading the server's WAL position */
     const char *opt_names[BW_DECODER_MAX_OPTIONS + 1];
     const char *opt_values[BW_DECODER_MAX_OPTIONS + 1];
     size_t nopts;
@@ -159,7 +160,6 @@ static bw_pg_status drain_stream(relay *r, char *err, size_t errlen)
             return BW_PG_OK;
         if (m.wal_end > r->received)
             r->received = m.wal_end;
-        atomic_store(&r->metrics.server_wal_end, m.wal_end);
         if (m.type == BW_PGMSG_KEEPALIVE) {
             bw_lsntrack_keepalive(r->track, m.wal_end);
             if (m.reply_requested && (st = send_feedback(r, err, errlen)) != BW_PG_OK)
@@ -199,6 +199,13 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
             (bw_lsntrack_confirmed(r->track) != r->last_sent && now - r->last_feedback_ms >= 10))
             if ((st = send_feedback(r, err, errlen)) != BW_PG_OK)
                 return st;
+        /* lag is measured against the server's WAL position, not what the walsender sent */
+        if (now >= r->next_wal_ms) {
+            uint64_t lsn;
+            if (bw_pgstream_server_lsn(r->pg, r->cfg.pg_conninfo, &lsn) == 0)
+                atomic_store(&r->metrics.server_wal_end, lsn);
+            r->next_wal_ms = now + 5000;
+        }
         if (now >= r->next_probe_ms) {
             bw_producer_probe(r->producer, 200);
             r->next_probe_ms = now + 2000;

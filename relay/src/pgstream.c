@@ -20,7 +20,8 @@
 
 struct bw_pgstream {
     PGconn *conn;
-    char *copybuf; /* from PQgetCopyData, freed on the next read */
+    PGconn *status; /* ordinary connection for pg_current_wal_lsn() */
+    char *copybuf;  /* from PQgetCopyData, freed on the next read */
 };
 
 static uint64_t get_be64(const uint8_t *p)
@@ -68,6 +69,8 @@ void bw_pgstream_free(bw_pgstream *s)
     if (s == NULL)
         return;
     bw_pgstream_close(s);
+    if (s->status)
+        PQfinish(s->status);
     free(s);
 }
 
@@ -355,4 +358,34 @@ bw_pg_status bw_pgstream_feedback(bw_pgstream *s, uint64_t received, uint64_t fl
         return BW_PG_RETRY;
     }
     return BW_PG_OK;
+}
+
+int bw_pgstream_server_lsn(bw_pgstream *s, const char *conninfo, uint64_t *lsn)
+{
+    if (s->status && PQstatus(s->status) != CONNECTION_OK) {
+        PQfinish(s->status);
+        s->status = NULL;
+    }
+    if (s->status == NULL) {
+        const char *keys[] = {"dbname", "connect_timeout", "options", "fallback_application_name",
+                              NULL};
+        const char *vals[] = {conninfo, "2", "-c statement_timeout=1000", "breakwater-relay status",
+                              NULL};
+        s->status = PQconnectdbParams(keys, vals, 1);
+        if (PQstatus(s->status) != CONNECTION_OK) {
+            bw_debug("server WAL position not read: %s", PQerrorMessage(s->status));
+            PQfinish(s->status);
+            s->status = NULL;
+            return -1;
+        }
+    }
+    PGresult *res = PQexec(s->status, "SELECT pg_current_wal_lsn()");
+    int rc = -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        bw_lsn_parse(PQgetvalue(res, 0, 0), lsn) == 0)
+        rc = 0;
+    else
+        bw_debug("server WAL position not read: %s", PQerrorMessage(s->status));
+    PQclear(res);
+    return rc;
 }

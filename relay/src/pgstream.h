@@ -55,4 +55,12 @@ bw_pg_status bw_pgstream_feedback(bw_pgstream *s, uint64_t received, uint64_t fl
                                   size_t errlen);
 void bw_pgstream_close(bw_pgstream *s);
 
+/*
+ * The server's current WAL position (pg_current_wal_lsn) over a second, ordinary connection that
+ * is kept open between calls; the replication connection cannot run SQL while streaming. Bounded
+ * by connect_timeout=2 and statement_timeout=1s so it cannot stall the loop for long. Returns 0
+ * and sets *lsn, or -1 (the caller keeps its last value).
+ */
+int bw_pgstream_server_lsn(bw_pgstream *s, const char *conninfo, uint64_t *lsn);
+
 #endif

@@ -88,7 +88,8 @@ def test_changes_arrive_with_topic_key_headers_and_order(conn, kafka, make_relay
 
 def test_nothing_confirmed_before_kafka_acknowledges(conn, kafka, make_relay):
     conn.execute(TABLE_DDL.format(t="e2e_ack"))
-    r = started(make_relay, decoder__tables="public.e2e_ack",
+    port = free_port()
+    r = started(make_relay, decoder__tables="public.e2e_ack", http__listen=f"127.0.0.1:{port}",
                 kafka__message__timeout__ms="600000")
     conn.execute("INSERT INTO e2e_ack VALUES ('acme', 0, 0, 'warm-up')")
     topic = f"{r.prefix}.public.e2e_ack"
@@ -107,6 +108,10 @@ def test_nothing_confirmed_before_kafka_acknowledges(conn, kafka, make_relay):
         assert not confirmed_at_least(conn, r.slot, str(first_write)), \
             f"the slot was confirmed past {before} while Kafka was down"
         assert r.alive()
+        # the lag the relay reports covers what it could not deliver
+        backlog = conn.execute("SELECT pg_wal_lsn_diff(%s, %s)", (after, before)).fetchone()[0]
+        wait_for("breakwater_lag_bytes to show the backlog", lambda: (
+            metric(port, "breakwater_lag_bytes") or 0) >= backlog, timeout=15)
     finally:
         kafka.start()
     recs = collect(kafka, topic, 51)
