@@ -18,8 +18,16 @@
 #include "buf.h"
 #include "log.h"
 
+/* topics the producer has looked up (names), an open-addressing set */
+typedef struct topic_set {
+    char **names;
+    size_t cap; /* power of two */
+    size_t n;
+} topic_set;
+
 struct bw_producer {
     rd_kafka_t *rk;
+    topic_set known;
     rd_kafka_queue_t *mainq;
     int event_pipe[2];
     bw_metrics *metrics;
@@ -200,10 +208,68 @@ void bw_producer_poll(bw_producer *p, int timeout_ms)
     atomic_store(&p->metrics->kafka_queue_depth, rd_kafka_outq_len(p->rk));
 }
 
+static size_t hash_name(const char *s)
+{
+    size_t h = 1469598103934665603u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char) *s) * 1099511628211u;
+    return h;
+}
+
+static char **slot_of(topic_set *t, const char *name)
+{
+    size_t i = hash_name(name) & (t->cap - 1);
+    while (t->names[i] && strcmp(t->names[i], name) != 0)
+        i = (i + 1) & (t->cap - 1);
+    return &t->names[i];
+}
+
+/* Is name in the set? Adds it when it is not. */
+static bool topic_seen(topic_set *t, const char *name)
+{
+    if (t->n * 2 >= t->cap) {
+        topic_set bigger = {bw_xcalloc(t->cap ? t->cap * 2 : 64, sizeof(char *)),
+                            t->cap ? t->cap * 2 : 64, t->n};
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->names[i])
+                *slot_of(&bigger, t->names[i]) = t->names[i];
+        free(t->names);
+        *t = bigger;
+    }
+    char **slot = slot_of(t, name);
+    if (*slot)
+        return true;
+    *slot = bw_xstrdup(name);
+    t->n++;
+    return false;
+}
+
+/*
+ * librdkafka 2.0 looks up a topic first named in a produce call only on its periodic topic scan
+ * (every second), so the first message of every new table waited up to a second. Asking for the
+ * topic's metadata once, when the relay first uses it, costs one round trip instead.
+ */
+static void warm_topic(bw_producer *p, const char *topic)
+{
+    if (topic_seen(&p->known, topic))
+        return;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rkt == NULL)
+        return;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(p->rk, 0, rkt, &md, 2000);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rd_kafka_metadata_destroy(md);
+    else
+        bw_debug("kafka: metadata of topic %s: %s", topic, rd_kafka_err2str(err));
+    rd_kafka_topic_destroy(rkt);
+}
+
 int bw_producer_send(bw_producer *p, const char *topic, const void *key, size_t keylen,
                      const void *value, size_t valuelen, const bw_header *headers, size_t nheaders,
                      bw_txn_entry *entry, char *err, size_t errlen)
 {
+    warm_topic(p, topic);
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(nheaders);
     for (size_t i = 0; i < nheaders; i++)
         rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
@@ -264,6 +330,9 @@ void bw_producer_free(bw_producer *p)
 {
     if (p == NULL)
         return;
+    for (size_t i = 0; i < p->known.cap; i++)
+        free(p->known.names[i]);
+    free(p->known.names);
     if (p->mainq)
         rd_kafka_queue_destroy(p->mainq);
     if (p->rk)
