@@ -43,6 +43,7 @@ demo: deps all
 
 bench: deps all
 	bench/decode/run.sh
+	bench/e2e/run.sh
 
 clean:
 	$(MAKE) -C decoder clean
