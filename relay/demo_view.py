@@ -1,6 +1,7 @@
 """The demo's live view: consumes every demo.* topic and prints each event as it arrives in
-Kafka: tenant, table, operation, key, with a running count. Stops after --idle seconds without
-a message once --expect messages were seen (or at --timeout)."""
+Kafka: row changes and app events (tenant, table, operation, key) and tenant signals, with a
+running count. Stops after --idle seconds without a message once --expect row/app events were
+seen (or at --timeout)."""
 
 import argparse
 import json
@@ -20,6 +21,7 @@ c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"demo-{time.time
               "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 500})
 c.subscribe(["^demo\\..*"])
 n = 0
+signals = 0
 start = last = time.monotonic()
 per_tenant = {}
 try:
@@ -33,9 +35,16 @@ try:
         if m.error():
             continue
         last = time.monotonic()
-        n += 1
         h = {k: (v.decode() if v else "") for k, v in (m.headers() or [])}
         tenant = h.get("tenant", "-")
+        if m.topic().endswith(".signals"):
+            signals += 1
+            sig = json.loads(m.value())
+            counts = ", ".join(f"{k} {v}" for k, v in sig["counts"].items() if v)
+            print(f"  signal [{tenant:>7}] {sig['schema']}.{sig['table']} changed ({counts}): refetch",
+                  flush=True)
+            continue
+        n += 1
         per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
         if m.topic().endswith(".messages"):
             what = f"app event {m.key().decode()}: {m.value().decode()}"
@@ -50,5 +59,6 @@ try:
 finally:
     c.close()
 print(f"\n  {n} events in Kafka; per tenant: "
-      + ", ".join(f"{t}={k}" for t, k in sorted(per_tenant.items())), flush=True)
+      + ", ".join(f"{t}={k}" for t, k in sorted(per_tenant.items()))
+      + f"; {signals} tenant signals", flush=True)
 sys.exit(0 if n >= args.expect else 1)

@@ -45,6 +45,11 @@ typedef struct bw_config {
     int64_t status_interval_ms; /* relay.status_interval_ms: standby status update period */
     int64_t reconnect_backoff_max_ms;
     int64_t stats_interval_ms; /* relay.stats_interval_ms: the "stats:" log line; 0 = off */
+    /* [signals] */
+    bool signals_enabled;
+    char *signals_topic;
+    int64_t signals_interval_ms;
+    int64_t signals_max_sample_keys;
     /* [http] */
     char *http_listen; /* http.listen: "" = off */
     /* [log] */

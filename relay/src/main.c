@@ -217,13 +217,21 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
         }
         if ((st = drain_stream(r, err, errlen)) != BW_PG_OK)
             return st;
+        if (r->router.signals &&
+            bw_signals_emit_due(r->router.signals, now_ms(), bw_route_signal, &r->router) < 0) {
+            snprintf(err, errlen, "%s", r->router.err);
+            return BW_PG_FATAL;
+        }
 
         bool backpressure = atomic_load(&r->metrics.inflight_bytes) >= r->cfg.max_inflight_bytes;
         struct pollfd fds[2] = {
             {bw_pgstream_socket(r->pg), backpressure ? 0 : POLLIN, 0},
             {bw_producer_event_fd(r->producer), POLLIN, 0},
         };
-        int64_t wait = r->next_feedback_ms - now_ms();
+        int64_t wake = r->next_feedback_ms;
+        if (r->router.signals && bw_signals_next_due(r->router.signals) < wake)
+            wake = bw_signals_next_due(r->router.signals);
+        int64_t wait = wake - now_ms();
         if (wait < 0)
             wait = 0;
         if (wait > 100)
@@ -244,6 +252,10 @@ static int shutdown_relay(relay *r, int status)
     char err[512];
     bw_info("stopping: waiting for Kafka to acknowledge %d queued messages",
             bw_producer_outq_len(r->producer));
+    /* signals still pending go out now, so that the final confirmation can cover them */
+    if (r->router.signals &&
+        bw_signals_emit_due(r->router.signals, INT64_MAX, bw_route_signal, &r->router) < 0)
+        bw_error("%s", r->router.err);
     /* flush in steps so that a second SIGTERM/SIGINT exits at once */
     int left = bw_producer_outq_len(r->producer);
     for (int64_t until = now_ms() + 30000; left > 0 && now_ms() < until && stop_signals < 2;)
@@ -324,6 +336,9 @@ int main(int argc, char **argv, char **envp)
         }
     }
     bw_router_init(&r.router, &r.cfg, r.producer, r.track, &r.metrics);
+    if (r.cfg.signals_enabled)
+        r.router.signals = bw_signals_new(r.track, r.cfg.signals_interval_ms,
+                                          (size_t) r.cfg.signals_max_sample_keys);
     r.nopts = bw_config_decoder_options(&r.cfg, r.opt_names, r.opt_values, BW_DECODER_MAX_OPTIONS);
     /* the plugin refuses at START_REPLICATION a protocol it does not speak */
     r.opt_names[r.nopts] = "protocol-version";
@@ -391,6 +406,7 @@ int main(int argc, char **argv, char **envp)
                                                                    : backoff * 2;
     }
     status = shutdown_relay(&r, status);
+    bw_signals_free(r.router.signals);
     bw_router_free(&r.router);
 
 out:

@@ -15,6 +15,13 @@
 #include "encode.h"
 #include "log.h"
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void bw_router_init(bw_router *r, const bw_config *cfg, bw_producer *p, bw_lsntrack *t,
                     bw_metrics *m)
 {
@@ -144,9 +151,35 @@ static int route_change(bw_router *r, const bw_record *rec)
                   c->tenant.kind == 't' ? (const char *) c->tenant.data : NULL, c->tenant.len);
     headers_for(&hs, rec->type, &r->xact, c->rel, &c->tenant);
     atomic_fetch_add(&r->metrics->changes_in, 1);
-    return bw_producer_send(r->producer, r->topic.data, keyrc == 0 ? r->key.data : NULL,
-                            keyrc == 0 ? r->key.len : 0, r->value.data, r->value.len, hs.h, hs.n,
-                            r->entry, r->err, sizeof(r->err));
+    if (bw_producer_send(r->producer, r->topic.data, keyrc == 0 ? r->key.data : NULL,
+                         keyrc == 0 ? r->key.len : 0, r->value.data, r->value.len, hs.h, hs.n,
+                         r->entry, r->err, sizeof(r->err)))
+        return -1;
+    if (r->signals && c->tenant.kind == 't')
+        bw_signals_note(r->signals, mono_ms(), (const char *) c->tenant.data, c->tenant.len, c->rel,
+                        rec->type, keyrc == 0 ? r->key.data : NULL, keyrc == 0 ? r->key.len : 0,
+                        &r->xact, r->entry);
+    return 0;
+}
+
+int bw_route_signal(void *router, const bw_signal *sig)
+{
+    bw_router *r = router;
+    header_set hs;
+    char table[260];
+
+    bw_buf_reset(&r->value);
+    bw_signal_json(&r->value, sig);
+    bw_topic_name(&r->topic, r->cfg->signals_topic, r->cfg->topic_prefix, NULL, sig->tenant,
+                  sig->tenant_len);
+    int n = snprintf(table, sizeof(table), "%s.%s", sig->schema, sig->table);
+    hs.n = 0;
+    hs.h[hs.n++] = (bw_header){"op", "signal", 6};
+    hs.h[hs.n++] = (bw_header){"tenant", sig->tenant, sig->tenant_len};
+    hs.h[hs.n++] =
+        (bw_header){"table", table, n < (int) sizeof(table) ? (size_t) n : sizeof(table) - 1};
+    return bw_producer_send(r->producer, r->topic.data, sig->tenant, sig->tenant_len, r->value.data,
+                            r->value.len, hs.h, hs.n, sig->hold, r->err, sizeof(r->err));
 }
 
 static int route_truncate(bw_router *r, const bw_record *rec)

@@ -12,12 +12,14 @@
 #include "metrics.h"
 #include "producer.h"
 #include "proto.h"
+#include "signals.h"
 
 typedef struct bw_router {
     const bw_config *cfg;
     bw_producer *producer;
     bw_lsntrack *track;
     bw_metrics *metrics;
+    bw_signals *signals; /* NULL when signals.enabled is false */
     bw_xact xact;        /* the transaction being read */
     bw_txn_entry *entry; /* its tracker entry; NULL outside a transaction */
     bw_buf topic, key, value;
@@ -32,6 +34,9 @@ void bw_router_free(bw_router *r);
 
 /* bw_record_cb: publishes what the record becomes. BW_ROUTE_FAILED on error (r->err says why). */
 int bw_route_record(void *router, const bw_record *rec);
+/* bw_signal_emit_cb: publishes a tenant signal to signals.topic, keyed by tenant. */
+int bw_route_signal(void *router, const bw_signal *sig);
+
 /* The stream broke mid-transaction: its entry must never confirm anything. */
 void bw_router_abandon(bw_router *r);
 
