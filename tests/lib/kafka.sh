@@ -206,7 +206,9 @@ start() {
   # setsid: a Ctrl-C meant for the test runner does not reach the broker, whose teardown stops it
   set_java "$dir"
   rm -f "$dir/kafka.pid"
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
+  # the pid file appears whole (write, then rename): an empty one, seen between the shell's
+  # open and its write, read as "the broker exited during start-up"
+  setsid bash -c 'echo $$ >"$1.tmp" && mv -f "$1.tmp" "$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
     "${JAVA[@]}" kafka.Kafka "$dir/server.properties" </dev/null >>"$dir/kafka.out" 2>&1 &
 
   # ready = a real client gets metadata listing this broker. The broker binds its port when it
