@@ -5,7 +5,7 @@ FROM debian:bookworm-slim AS build
 RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends \
-        build-essential pkg-config librdkafka-dev libpq-dev libinih-dev libmicrohttpd-dev; \
+        build-essential pkg-config librdkafka-dev libpq-dev libinih-dev libmicrohttpd-dev libjansson-dev; \
     rm -rf /var/lib/apt/lists/*
 COPY relay/ /usr/src/breakwater/relay/
 # clean first: a binary or objects from the host must never stand in for this build
@@ -17,7 +17,7 @@ FROM debian:bookworm-slim
 RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends \
-        librdkafka1 libpq5 libinih1 libmicrohttpd12 ca-certificates; \
+        librdkafka1 libpq5 libinih1 libmicrohttpd12 libjansson4 ca-certificates; \
     rm -rf /var/lib/apt/lists/*; \
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin breakwater
 COPY --from=build /usr/src/breakwater/relay/breakwater-relay /usr/local/bin/breakwater-relay

@@ -37,6 +37,13 @@ try:
         last = time.monotonic()
         h = {k: (v.decode() if v else "") for k, v in (m.headers() or [])}
         tenant = h.get("tenant", "-")
+        if m.topic().endswith(".signals") and h.get("op") == "event":
+            n += 1
+            per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
+            ev = json.loads(m.value())
+            print(f"  #{n:<3} [{tenant:>7}] app event {ev['prefix']}: {json.dumps(ev['event'])}",
+                  flush=True)
+            continue
         if m.topic().endswith(".signals"):
             signals += 1
             sig = json.loads(m.value())

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "encode.h"
 #include "log.h"
 
@@ -216,8 +218,36 @@ static int route_truncate(bw_router *r, const bw_record *rec)
 }
 
 /*
- * Logical decoding messages go to {prefix}.messages keyed by their prefix, content as the value.
- * (Issue 4 routes tenant-naming messages to the signal topic.)
+ * The tenant an application event names: a JSON object payload with a "tenant" string or
+ * integer member. Parsed with jansson (a well-kept library; payloads are the application's and
+ * may be anything). Returns the tenant as a malloc'd string, or NULL.
+ */
+static char *event_tenant(const bw_message *m)
+{
+    json_error_t error;
+    json_t *doc = json_loadb((const char *) m->content, m->content_len, JSON_DECODE_ANY, &error);
+    char *tenant = NULL;
+
+    if (doc == NULL)
+        return NULL;
+    json_t *t = json_is_object(doc) ? json_object_get(doc, "tenant") : NULL;
+    if (json_is_string(t))
+        tenant = bw_xstrndup(json_string_value(t), json_string_length(t));
+    else if (json_is_integer(t)) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(t));
+        tenant = bw_xstrdup(buf);
+    }
+    json_decref(doc);
+    return tenant;
+}
+
+/*
+ * Logical decoding messages. An application event whose JSON payload names a tenant goes to the
+ * signal topic, keyed by that tenant, next to the tenant's change signals: an application can emit
+ * "invoice paid" inside its transaction without a trigger writing to a table. Events are not rate
+ * limited: each is a fact of its own. Any other message goes to {prefix}.messages keyed by its
+ * prefix, its content as the value.
  */
 static int route_message(bw_router *r, const bw_record *rec)
 {
@@ -225,15 +255,39 @@ static int route_message(bw_router *r, const bw_record *rec)
     bw_txn_entry *e = r->entry;
     header_set hs;
     int rc;
+    char *tenant = r->signals ? event_tenant(m) : NULL;
 
     if (!m->transactional) /* outside any transaction: an entry of its own */
         e = bw_lsntrack_begin(r->track, m->lsn);
-    bw_buf_reset(&r->topic);
-    append_sanitised(&r->topic, r->cfg->topic_prefix, strlen(r->cfg->topic_prefix));
-    bw_buf_puts(&r->topic, ".messages");
-    headers_for(&hs, BW_REC_MESSAGE, m->transactional ? &r->xact : NULL, NULL, NULL);
-    rc = bw_producer_send(r->producer, r->topic.data, m->prefix, m->prefix_len, m->content,
-                          m->content_len, hs.h, hs.n, e, r->err, sizeof(r->err));
+    if (tenant) {
+        char lsn[18];
+        bw_buf_reset(&r->value);
+        bw_buf_puts(&r->value, "{\"tenant\":");
+        bw_buf_json_string(&r->value, tenant, strlen(tenant));
+        bw_buf_puts(&r->value, ",\"prefix\":");
+        bw_buf_json_string(&r->value, m->prefix, m->prefix_len);
+        bw_buf_printf(&r->value,
+                      ",\"lsn\":\"%s\",\"transactional\":%s,\"event\":", bw_lsn_str(m->lsn, lsn),
+                      m->transactional ? "true" : "false");
+        bw_buf_append(&r->value, m->content, m->content_len);
+        bw_buf_putc(&r->value, '}');
+        bw_topic_name(&r->topic, r->cfg->signals_topic, r->cfg->topic_prefix, NULL, tenant,
+                      strlen(tenant));
+        hs.n = 0;
+        hs.h[hs.n++] = (bw_header){"op", "event", 5};
+        hs.h[hs.n++] = (bw_header){"tenant", tenant, strlen(tenant)};
+        hs.h[hs.n++] = (bw_header){"prefix", m->prefix, m->prefix_len};
+        rc = bw_producer_send(r->producer, r->topic.data, tenant, strlen(tenant), r->value.data,
+                              r->value.len, hs.h, hs.n, e, r->err, sizeof(r->err));
+        free(tenant);
+    } else {
+        bw_buf_reset(&r->topic);
+        append_sanitised(&r->topic, r->cfg->topic_prefix, strlen(r->cfg->topic_prefix));
+        bw_buf_puts(&r->topic, ".messages");
+        headers_for(&hs, BW_REC_MESSAGE, m->transactional ? &r->xact : NULL, NULL, NULL);
+        rc = bw_producer_send(r->producer, r->topic.data, m->prefix, m->prefix_len, m->content,
+                              m->content_len, hs.h, hs.n, e, r->err, sizeof(r->err));
+    }
     if (!m->transactional)
         bw_lsntrack_commit(r->track, e);
     return rc;

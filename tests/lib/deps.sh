@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(
   build-essential pkg-config clang-format valgrind
   postgresql-15 postgresql-server-dev-15 libpq-dev postgresql-15-wal2json
-  librdkafka-dev libavro-dev libcurl4-openssl-dev libinih-dev libmicrohttpd-dev
+  librdkafka-dev libavro-dev libcurl4-openssl-dev libinih-dev libmicrohttpd-dev libjansson-dev
   kcat docker-compose
   openjdk-17-jre-headless maven
 )

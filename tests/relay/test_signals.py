@@ -57,3 +57,27 @@ def test_storm_signals_are_rate_limited_counted_and_final(conn, kafka, make_rela
     assert calm[0][0] / 1000 - calm_commit < 0.4, "the calm tenant's signal went at once"
     assert calm[0][2]["op"] == b"signal" and calm[0][2]["tenant"] == b"calm"
     assert r.stop() == 0
+
+
+def test_application_events_naming_a_tenant_go_to_the_signal_topic(conn, kafka, make_relay):
+    conn.execute(TABLE_DDL.format(t="sig_events"))
+    r = make_relay(decoder__tables="public.sig_events", decoder__message_prefixes="app.*").start()
+    r.wait_log("streaming slot")
+    with conn.transaction():
+        conn.execute("INSERT INTO sig_events VALUES ('acme', 1, 10, 'invoice')")
+        conn.execute("SELECT pg_logical_emit_message(true, 'app.invoice', "
+                     "'{\"tenant\":\"acme\",\"event\":\"invoice.paid\",\"invoice\":1}')")
+        conn.execute("SELECT pg_logical_emit_message(true, 'app.audit', '{\"who\":\"batch\"}')")
+        conn.execute("SELECT pg_logical_emit_message(true, 'app.raw', 'not json')")
+        conn.execute("SELECT pg_logical_emit_message(true, 'other', '{\"tenant\":\"acme\"}')")
+    signals = collect(kafka, f"{r.prefix}.signals", 2)     # the change's signal and the event
+    events = [x for x in signals if dict(x.headers).get("op") == b"event"]
+    assert len(events) == 1
+    ev = events[0]
+    assert ev.key == b"acme" and dict(ev.headers)["prefix"] == b"app.invoice"
+    body = json.loads(ev.value)
+    assert body["tenant"] == "acme" and body["prefix"] == "app.invoice" and body["transactional"]
+    assert body["event"] == {"tenant": "acme", "event": "invoice.paid", "invoice": 1}
+    others = collect(kafka, f"{r.prefix}.messages", 2)
+    assert sorted(x.key for x in others) == [b"app.audit", b"app.raw"], "no tenant: the messages topic"
+    assert r.stop() == 0
