@@ -45,6 +45,10 @@ typedef struct bw_config {
     int64_t status_interval_ms; /* relay.status_interval_ms: standby status update period */
     int64_t reconnect_backoff_max_ms;
     int64_t stats_interval_ms; /* relay.stats_interval_ms: the "stats:" log line; 0 = off */
+    /* [coalesce] */
+    char *coalesce_tables;
+    int64_t coalesce_window_ms;
+    int64_t coalesce_max_held_bytes;
     /* [signals] */
     bool signals_enabled;
     char *signals_topic;

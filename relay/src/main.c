@@ -217,6 +217,11 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
         }
         if ((st = drain_stream(r, err, errlen)) != BW_PG_OK)
             return st;
+        if (r->router.coalescer && bw_coalesce_emit_due(r->router.coalescer, now_ms(),
+                                                        bw_route_coalesced, &r->router) < 0) {
+            snprintf(err, errlen, "%s", r->router.err);
+            return BW_PG_FATAL;
+        }
         if (r->router.signals &&
             bw_signals_emit_due(r->router.signals, now_ms(), bw_route_signal, &r->router) < 0) {
             snprintf(err, errlen, "%s", r->router.err);
@@ -231,6 +236,8 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
         int64_t wake = r->next_feedback_ms;
         if (r->router.signals && bw_signals_next_due(r->router.signals) < wake)
             wake = bw_signals_next_due(r->router.signals);
+        if (r->router.coalescer && bw_coalesce_next_due(r->router.coalescer) < wake)
+            wake = bw_coalesce_next_due(r->router.coalescer);
         int64_t wait = wake - now_ms();
         if (wait < 0)
             wait = 0;
@@ -252,7 +259,10 @@ static int shutdown_relay(relay *r, int status)
     char err[512];
     bw_info("stopping: waiting for Kafka to acknowledge %d queued messages",
             bw_producer_outq_len(r->producer));
-    /* signals still pending go out now, so that the final confirmation can cover them */
+    /* held changes and pending signals go out now, so that the final confirmation covers them */
+    if (r->router.coalescer &&
+        bw_coalesce_emit_due(r->router.coalescer, INT64_MAX, bw_route_coalesced, &r->router) < 0)
+        bw_error("%s", r->router.err);
     if (r->router.signals &&
         bw_signals_emit_due(r->router.signals, INT64_MAX, bw_route_signal, &r->router) < 0)
         bw_error("%s", r->router.err);
@@ -336,6 +346,9 @@ int main(int argc, char **argv, char **envp)
         }
     }
     bw_router_init(&r.router, &r.cfg, r.producer, r.track, &r.metrics);
+    if (r.cfg.coalesce_tables != NULL && r.cfg.coalesce_tables[0] != '\0')
+        r.router.coalescer =
+            bw_coalescer_new(r.track, r.cfg.coalesce_window_ms, r.cfg.coalesce_max_held_bytes);
     if (r.cfg.signals_enabled)
         r.router.signals = bw_signals_new(r.track, r.cfg.signals_interval_ms,
                                           (size_t) r.cfg.signals_max_sample_keys);
@@ -407,6 +420,7 @@ int main(int argc, char **argv, char **envp)
     }
     status = shutdown_relay(&r, status);
     bw_signals_free(r.router.signals);
+    bw_coalescer_free(r.router.coalescer);
     bw_router_free(&r.router);
 
 out:

@@ -7,6 +7,7 @@
 #include "route.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,6 +139,49 @@ static void headers_for(header_set *hs, bw_record_type type, const bw_xact *x,
     }
 }
 
+/* '*' matches any run of characters; everything else itself */
+static bool glob(const char *p, const char *s, size_t slen)
+{
+    const char *star = NULL, *resume = NULL, *end = s + slen;
+    while (s < end) {
+        if (*p == '*') {
+            star = p++;
+            resume = s;
+        } else if (*p && *p != ',' && *p == *s) {
+            p++;
+            s++;
+        } else if (star) {
+            p = star + 1;
+            s = ++resume;
+        } else
+            return false;
+    }
+    while (*p == '*')
+        p++;
+    return *p == '\0' || *p == ',';
+}
+
+/* Is rel in coalesce.tables? Decided once per relation record, kept in rel->user. */
+static bool coalesced(bw_router *r, const bw_relation *rel)
+{
+    enum { UNKNOWN = 0, NO = 1, YES = 2 };
+    bw_relation *m = (bw_relation *) rel; /* the parser lets us keep a decision in user */
+    if ((uintptr_t) m->user == UNKNOWN) {
+        char name[260];
+        int n = snprintf(name, sizeof(name), "%s.%s", rel->schema, rel->table);
+        bool yes = false;
+        for (const char *p = r->cfg->coalesce_tables; *p && !yes;) {
+            while (*p == ' ')
+                p++;
+            yes = glob(p, name, (size_t) n);
+            p = strchr(p, ',');
+            p = p ? p + 1 : "";
+        }
+        m->user = (void *) (uintptr_t) (yes ? YES : NO);
+    }
+    return (uintptr_t) m->user == YES;
+}
+
 static int route_change(bw_router *r, const bw_record *rec)
 {
     const bw_change *c = &rec->u.change;
@@ -153,15 +197,54 @@ static int route_change(bw_router *r, const bw_record *rec)
                   c->tenant.kind == 't' ? (const char *) c->tenant.data : NULL, c->tenant.len);
     headers_for(&hs, rec->type, &r->xact, c->rel, &c->tenant);
     atomic_fetch_add(&r->metrics->changes_in, 1);
-    if (bw_producer_send(r->producer, r->topic.data, keyrc == 0 ? r->key.data : NULL,
-                         keyrc == 0 ? r->key.len : 0, r->value.data, r->value.len, hs.h, hs.n,
-                         r->entry, r->err, sizeof(r->err)))
+    bool sent = false;
+    if (r->coalescer && keyrc == 0 && coalesced(r, c->rel)) {
+        if (c->old_kind != 'X' && rec->type == BW_REC_UPDATE) {
+            /*
+             * An update that may move the row to another key is never merged. What is held for
+             * its old key and for its new key goes first: a held delete of the new key published
+             * after the move would delete the moved row in a consumer's replay.
+             */
+            bw_change moved = *c;
+            moved.old_kind = 'X'; /* the key of the new row */
+            bw_buf_reset(&r->value);
+            if (bw_coalesce_flush_key(r->coalescer, r->topic.data, r->key.data, r->key.len,
+                                      bw_route_coalesced, r) ||
+                (bw_json_key(&r->value, &moved, r->err, sizeof(r->err)) == 0 &&
+                 bw_coalesce_flush_key(r->coalescer, r->topic.data, r->value.data, r->value.len,
+                                       bw_route_coalesced, r)))
+                return -1;
+            /* the value buffer was borrowed: encode the change's value again */
+            bw_buf_reset(&r->value);
+            if (bw_json_change(&r->value, rec->type, &r->xact, c, r->err, sizeof(r->err)))
+                return -1;
+        } else {
+            int rc = bw_coalesce_offer(r->coalescer, mono_ms(), rec->type, r->topic.data,
+                                       r->key.data, r->key.len, r->value.data, r->value.len, hs.h,
+                                       hs.n, r->entry, bw_route_coalesced, r);
+            if (rc < 0)
+                return -1;
+            sent = rc == 1; /* held or merged: published when its window ends */
+        }
+    }
+    if (!sent && bw_producer_send(r->producer, r->topic.data, keyrc == 0 ? r->key.data : NULL,
+                                  keyrc == 0 ? r->key.len : 0, r->value.data, r->value.len, hs.h,
+                                  hs.n, r->entry, r->err, sizeof(r->err)))
         return -1;
     if (r->signals && c->tenant.kind == 't')
         bw_signals_note(r->signals, mono_ms(), (const char *) c->tenant.data, c->tenant.len, c->rel,
                         rec->type, keyrc == 0 ? r->key.data : NULL, keyrc == 0 ? r->key.len : 0,
                         &r->xact, r->entry);
     return 0;
+}
+
+int bw_route_coalesced(void *router, const char *topic, const char *key, size_t keylen,
+                       const char *value, size_t valuelen, const bw_header *headers,
+                       size_t nheaders, bw_txn_entry *entry)
+{
+    bw_router *r = router;
+    return bw_producer_send(r->producer, topic, key, keylen, value, valuelen, headers, nheaders,
+                            entry, r->err, sizeof(r->err));
 }
 
 int bw_route_signal(void *router, const bw_signal *sig)

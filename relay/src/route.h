@@ -7,6 +7,7 @@
 #define BW_ROUTE_H
 
 #include "buf.h"
+#include "coalesce.h"
 #include "config.h"
 #include "lsntrack.h"
 #include "metrics.h"
@@ -19,9 +20,10 @@ typedef struct bw_router {
     bw_producer *producer;
     bw_lsntrack *track;
     bw_metrics *metrics;
-    bw_signals *signals; /* NULL when signals.enabled is false */
-    bw_xact xact;        /* the transaction being read */
-    bw_txn_entry *entry; /* its tracker entry; NULL outside a transaction */
+    bw_signals *signals;     /* NULL when signals.enabled is false */
+    bw_coalescer *coalescer; /* NULL when coalesce.tables is empty */
+    bw_xact xact;            /* the transaction being read */
+    bw_txn_entry *entry;     /* its tracker entry; NULL outside a transaction */
     bw_buf topic, key, value;
     char err[1024]; /* why bw_route_record failed */
 } bw_router;
@@ -34,6 +36,11 @@ void bw_router_free(bw_router *r);
 
 /* bw_record_cb: publishes what the record becomes. BW_ROUTE_FAILED on error (r->err says why). */
 int bw_route_record(void *router, const bw_record *rec);
+/* bw_coalesce_emit_cb: publishes a coalesced row change. */
+int bw_route_coalesced(void *router, const char *topic, const char *key, size_t keylen,
+                       const char *value, size_t valuelen, const bw_header *headers,
+                       size_t nheaders, bw_txn_entry *entry);
+
 /* bw_signal_emit_cb: publishes a tenant signal to signals.topic, keyed by tenant. */
 int bw_route_signal(void *router, const bw_signal *sig);
 

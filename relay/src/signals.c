@@ -1,12 +1,13 @@
 /*
- * signals.c — per-(tenant, table) change signals (see signals.h). A hash of states and a min-heap
- * of deadlines: each state is in the heap exactly once, at its signal deadline while changes are
- * pending, else at the end of its quiet interval, when it is forgotten. Memory is bounded by the
- * (tenant, table) pairs active within the last interval.
+ * signals.c — per-(tenant, table) change signals (see signals.h). A hash of states and a heap of
+ * deadlines (deadline.c): each state is in the heap exactly once, at its signal deadline while
+ * changes are pending, else at the end of its quiet interval, when it is forgotten. Memory is
+ * bounded by the (tenant, table) pairs active within the last interval.
  */
 #include "signals.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +21,7 @@ typedef struct sig_state {
     bool emitted_once;
     int64_t last_emit_ms;
     bool pending;
-    int64_t deadline_ms; /* its heap key */
-    size_t heap_at;
+    bw_dnode timer; /* its signal deadline while pending, else the end of its quiet interval */
     uint64_t inserts, updates, deletes;
     char **samples;
     size_t nsamples;
@@ -38,8 +38,7 @@ struct bw_signals {
     sig_state **buckets;
     size_t nbuckets; /* power of two */
     size_t n;
-    sig_state **heap;
-    size_t heap_len, heap_cap;
+    bw_dheap timers;
 };
 
 static size_t hash_of(const char *tenant, size_t len, uint32_t relid)
@@ -48,68 +47,6 @@ static size_t hash_of(const char *tenant, size_t len, uint32_t relid)
     for (size_t i = 0; i < len; i++)
         h = (h ^ (unsigned char) tenant[i]) * 1099511628211u;
     return h;
-}
-
-/* ---- heap of deadlines ---- */
-
-static void heap_swap(bw_signals *s, size_t a, size_t b)
-{
-    sig_state *t = s->heap[a];
-    s->heap[a] = s->heap[b];
-    s->heap[b] = t;
-    s->heap[a]->heap_at = a;
-    s->heap[b]->heap_at = b;
-}
-
-static void heap_up(bw_signals *s, size_t i)
-{
-    while (i > 0 && s->heap[(i - 1) / 2]->deadline_ms > s->heap[i]->deadline_ms) {
-        heap_swap(s, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-}
-
-static void heap_down(bw_signals *s, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->heap_len && s->heap[l]->deadline_ms < s->heap[m]->deadline_ms)
-            m = l;
-        if (r < s->heap_len && s->heap[r]->deadline_ms < s->heap[m]->deadline_ms)
-            m = r;
-        if (m == i)
-            return;
-        heap_swap(s, i, m);
-        i = m;
-    }
-}
-
-static void heap_push(bw_signals *s, sig_state *st)
-{
-    if (s->heap_len == s->heap_cap) {
-        s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 64;
-        s->heap = bw_xrealloc(s->heap, s->heap_cap * sizeof(*s->heap));
-    }
-    st->heap_at = s->heap_len;
-    s->heap[s->heap_len++] = st;
-    heap_up(s, st->heap_at);
-}
-
-static void heap_pop(bw_signals *s)
-{
-    s->heap_len--;
-    if (s->heap_len > 0) {
-        s->heap[0] = s->heap[s->heap_len];
-        s->heap[0]->heap_at = 0;
-        heap_down(s, 0);
-    }
-}
-
-/* the state's deadline moved (only ever earlier or later by reschedule) */
-static void heap_fix(bw_signals *s, sig_state *st)
-{
-    heap_up(s, st->heap_at);
-    heap_down(s, st->heap_at);
 }
 
 /* ---- states ---- */
@@ -164,7 +101,7 @@ static sig_state *lookup(bw_signals *s, const char *tenant, size_t len, const bw
     st->tenant_len = len;
     st->relid = rel->relid;
     st->samples = bw_xcalloc(s->max_samples ? s->max_samples : 1, sizeof(char *));
-    st->heap_at = SIZE_MAX;
+    st->timer.at = SIZE_MAX;
     st->next = s->buckets[h];
     s->buckets[h] = st;
     s->n++;
@@ -205,7 +142,7 @@ void bw_signals_free(bw_signals *s)
         }
     }
     free(s->buckets);
-    free(s->heap);
+    bw_dheap_free(&s->timers);
     free(s);
 }
 
@@ -228,11 +165,7 @@ void bw_signals_note(bw_signals *s, int64_t now_ms, const char *tenant, size_t t
         st->hold = e;
         bw_lsntrack_add(e); /* released once the signal is handed to the producer */
         bool quiet = !st->emitted_once || now_ms - st->last_emit_ms >= s->interval_ms;
-        st->deadline_ms = quiet ? now_ms : st->last_emit_ms + s->interval_ms;
-        if (st->heap_at == SIZE_MAX)
-            heap_push(s, st);
-        else
-            heap_fix(s, st);
+        bw_dheap_set(&s->timers, &st->timer, quiet ? now_ms : st->last_emit_ms + s->interval_ms);
     }
     if (type == BW_REC_INSERT)
         st->inserts++;
@@ -253,11 +186,12 @@ void bw_signals_note(bw_signals *s, int64_t now_ms, const char *tenant, size_t t
 int bw_signals_emit_due(bw_signals *s, int64_t now_ms, bw_signal_emit_cb emit, void *arg)
 {
     int n = 0;
-    while (s->heap_len > 0 && s->heap[0]->deadline_ms <= now_ms) {
-        sig_state *st = s->heap[0];
+    bw_dnode *top;
+    while ((top = bw_dheap_top(&s->timers)) != NULL && top->deadline <= now_ms) {
+        sig_state *st = (sig_state *) ((char *) top - offsetof(sig_state, timer));
         if (!st->pending) {
             /* quiet for a whole interval since its last signal: forget it */
-            heap_pop(s);
+            bw_dheap_remove(&s->timers, top);
             forget(s, st);
             continue;
         }
@@ -276,8 +210,8 @@ int bw_signals_emit_due(bw_signals *s, int64_t now_ms, bw_signal_emit_cb emit, v
         st->emitted_once = true;
         st->last_emit_ms = now_ms;
         /* saturating: shutdown flushes with now_ms = INT64_MAX */
-        st->deadline_ms = now_ms > INT64_MAX - s->interval_ms ? INT64_MAX : now_ms + s->interval_ms;
-        heap_down(s, 0);
+        bw_dheap_set(&s->timers, &st->timer,
+                     now_ms > INT64_MAX - s->interval_ms ? INT64_MAX : now_ms + s->interval_ms);
         n++;
     }
     return n;
@@ -286,7 +220,8 @@ int bw_signals_emit_due(bw_signals *s, int64_t now_ms, bw_signal_emit_cb emit, v
 int64_t bw_signals_next_due(const bw_signals *s)
 {
     /* the top is the earliest deadline, a signal's or an expiry's: waking for either is cheap */
-    return s->heap_len > 0 ? s->heap[0]->deadline_ms : INT64_MAX;
+    const bw_dnode *top = bw_dheap_top(&s->timers);
+    return top ? top->deadline : INT64_MAX;
 }
 
 size_t bw_signals_tracked(const bw_signals *s)

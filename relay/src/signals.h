@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "deadline.h"
 #include "lsntrack.h"
 #include "proto.h"
 
