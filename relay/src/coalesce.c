@@ -37,7 +37,8 @@ struct bw_coalescer {
     bw_lsntrack *track;
     int64_t window_ms;
     int64_t max_held;
-    int64_t held_bytes;
+    int64_t held_bytes;  /* held messages */
+    int64_t state_bytes; /* key states (windows), held or not: a storm over many keys has many */
     key_state **buckets;
     size_t nbuckets, n;
     bw_dheap timers;
@@ -51,6 +52,11 @@ static size_t hash_of(const char *topic, const char *key, size_t keylen)
     for (size_t i = 0; i < keylen; i++)
         h = (h ^ (unsigned char) key[i]) * 1099511628211u;
     return h;
+}
+
+static int64_t state_size(const key_state *k)
+{
+    return (int64_t) (sizeof(*k) + strlen(k->topic) + 1 + k->keylen + 1);
 }
 
 static void drop_held(bw_coalescer *c, key_state *k)
@@ -115,6 +121,7 @@ static key_state *add(bw_coalescer *c, const char *topic, const char *key, size_
     k->next = c->buckets[h];
     c->buckets[h] = k;
     c->n++;
+    c->state_bytes += state_size(k);
     return k;
 }
 
@@ -130,6 +137,7 @@ static void forget(bw_coalescer *c, key_state *k)
     if (k->timer.at != SIZE_MAX)
         bw_dheap_remove(&c->timers, &k->timer);
     c->n--;
+    c->state_bytes -= state_size(k);
     state_free(c, k);
 }
 
@@ -263,6 +271,23 @@ static void hold(bw_coalescer *c, key_state *k, bw_record_type op, char *value, 
     }
 }
 
+/*
+ * Over the memory bound: publish everything held and forget every window. Forgetting a window
+ * only means the key's next change counts as calm and is published at once: nothing is lost.
+ */
+static int shed(bw_coalescer *c, bw_coalesce_emit_cb emit, void *arg)
+{
+    for (size_t i = 0; i < c->nbuckets; i++) {
+        for (key_state *k = c->buckets[i], *next; k; k = next) {
+            next = k->next;
+            if (k->held && emit_held(c, k, emit, arg))
+                return -1;
+            forget(c, k);
+        }
+    }
+    return 0;
+}
+
 int bw_coalesce_offer(bw_coalescer *c, int64_t now_ms, bw_record_type op, const char *topic,
                       const char *key, size_t keylen, const char *value, size_t valuelen,
                       const bw_header *headers, size_t nheaders, bw_txn_entry *entry,
@@ -274,8 +299,11 @@ int bw_coalesce_offer(bw_coalescer *c, int64_t now_ms, bw_record_type op, const 
         /* calm, or the window already over: publish now (after anything still held), new window */
         if (k && k->held && emit_held(c, k, emit, arg))
             return -1;
-        if (k == NULL)
+        if (k == NULL) {
+            if (c->held_bytes + c->state_bytes > c->max_held && shed(c, emit, arg) < 0)
+                return -1;
             k = add(c, topic, key, keylen);
+        }
         bw_dheap_set(&c->timers, &k->timer, now_ms + c->window_ms);
         return 0;
     }
@@ -310,7 +338,7 @@ int bw_coalesce_offer(bw_coalescer *c, int64_t now_ms, bw_record_type op, const 
     char *final = with_op(next, len, op, merged, &len);
     free(next);
     hold(c, k, merged, final, len, headers, nheaders, entry);
-    if (c->held_bytes > c->max_held && bw_coalesce_emit_due(c, INT64_MAX, emit, arg) < 0)
+    if (c->held_bytes + c->state_bytes > c->max_held && shed(c, emit, arg) < 0)
         return -1;
     return 1;
 }
@@ -327,7 +355,7 @@ int bw_coalesce_flush_key(bw_coalescer *c, const char *topic, const char *key, s
 int bw_coalesce_emit_due(bw_coalescer *c, int64_t now_ms, bw_coalesce_emit_cb emit, void *arg)
 {
     int n = 0;
-    bool flush_all = c->held_bytes > c->max_held || now_ms == INT64_MAX;
+    bool flush_all = c->held_bytes + c->state_bytes > c->max_held || now_ms == INT64_MAX;
 
     if (flush_all) {
         /* over the memory bound (or stopping): publish everything held, keep the windows */

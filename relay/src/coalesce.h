@@ -8,8 +8,9 @@
  * delete, one that did not and ends deleted gives nothing, one that ends present gives an update
  * if it existed, else an insert (insert+update → insert, update+update → update, update+delete →
  * delete, insert+delete → nothing, delete+insert → update). A later change marking a column as
- * unchanged TOAST takes that column from the held change. At max_held_bytes everything held is
- * published early; nothing is ever dropped.
+ * unchanged TOAST takes that column from the held change. Memory is bounded by max_held_bytes
+ * over held messages and key windows together: at the bound everything held is published early
+ * and the windows are forgotten (the keys' next changes count as calm). Nothing is dropped.
  *
  * The LSN rule holds: a held message keeps the tracker entry of its earliest change pending until
  * it is handed to the producer (whose delivery report then counts) or merged away.

@@ -169,3 +169,24 @@ TEST(coalesce_memory_bound_flushes_early)
     bw_coalescer_free(c);
     bw_lsntrack_free(t);
 }
+
+TEST(coalesce_windows_of_many_keys_stay_within_the_bound)
+{
+    bw_lsntrack *t = bw_lsntrack_new(0);
+    bw_coalescer *c = bw_coalescer_new(t, 100000, 65536);
+    out o = {.track = t};
+    bw_txn_entry *e = bw_lsntrack_begin(t, 1000);
+    /* a storm over 100k distinct keys: each first change is calm, each opens a window */
+    for (int i = 0; i < 100000; i++) {
+        char key[32];
+        int n = snprintf(key, sizeof(key), "{\"id\":%d}", i);
+        bw_header h[1] = {{"op", "update", 6}};
+        int rc = bw_coalesce_offer(c, i / 1000, BW_REC_UPDATE, "t", key, (size_t) n, "{}", 2, h, 1,
+                                   e, capture, &o);
+        ASSERT_EQ(rc, 0);
+        ASSERT_LE(bw_coalesce_keys(c) * 100, 65536 + 200); /* windows are forgotten at the bound */
+    }
+    bw_lsntrack_commit(t, e);
+    bw_coalescer_free(c);
+    bw_lsntrack_free(t);
+}
