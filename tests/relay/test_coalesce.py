@@ -691,7 +691,9 @@ def test_uncoalesced_tables_unchanged(conn, kafka, make_relay):
 def test_memory_bound_flushes_held_changes_early(conn, kafka, make_relay, live):
     table = "co_bound"
     conn.execute(DDL.format(t=table))
-    n, bound, note = 600, 65536, "y" * 1000       # every held update is more than 1000 bytes
+    # every held update is more than 1000 bytes; the bound also counts the keys' open windows
+    # (a few hundred bytes each): 600 of them fit in 256 KiB, 600 held updates do not
+    n, bound, note = 600, 262144, "y" * 1000
     r, lc = started_live(make_relay, live, table, coalesce__tables=f"public.{table}",
                          coalesce__window_ms="60000", coalesce__max_held_bytes=str(bound))
     conn.execute(f"INSERT INTO {table} SELECT 'acme', g, 0, %s FROM generate_series(1, %s) g",
