@@ -44,6 +44,7 @@ demo: deps all
 bench: deps all
 	bench/decode/run.sh
 	bench/e2e/run.sh
+	bench/storm/run.sh
 
 clean:
 	$(MAKE) -C decoder clean
