@@ -35,11 +35,10 @@ import time
 from collections import defaultdict
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from drive import (Broke, lsn_int, metrics, percentile, pg_scalar, proc_cpu, proc_mem,  # noqa: E402
+from drive import (Broke, consume_all, lsn_int, metrics, percentile, pg_scalar, proc_cpu, proc_mem,  # noqa: E402
                    stop, tail, topic_count)
 
 
@@ -82,28 +81,6 @@ def cmd_background(a):
 
 
 # ---- one run -----------------------------------------------------------------------------------
-
-def consume_all(bootstrap, topic):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-storm-read",
-                  "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
-                  "max.partition.fetch.bytes": 16 << 20})
-    try:
-        lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        c.assign([TopicPartition(topic, 0, lo)])
-        out, last = [], lo - 1
-        deadline = time.monotonic() + 120
-        while last < hi - 1:
-            if time.monotonic() > deadline:
-                raise Broke(f"topic {topic}: read up to offset {last} of {hi} in 120 s")
-            for m in c.consume(num_messages=10000, timeout=1.0):
-                if m.error():
-                    raise Broke(f"topic {topic}: consumer error: {m.error()}")
-                out.append(m)
-                last = m.offset()
-        return out
-    finally:
-        c.close()
-
 
 class Sampler(threading.Thread):
     """Polls the relay's /metrics every 50 ms: remembers when confirmed_lsn first reached a
