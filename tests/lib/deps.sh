@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 pkgs=(
-  build-essential pkg-config clang-format valgrind
+  build-essential pkg-config clang-format valgrind curl
   postgresql-15 postgresql-server-dev-15 libpq-dev postgresql-15-wal2json
   librdkafka-dev libavro-dev libcurl4-openssl-dev libinih-dev libmicrohttpd-dev libjansson-dev
   kcat docker-compose
