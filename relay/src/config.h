@@ -54,6 +54,7 @@ typedef struct bw_config {
     char *signals_topic;
     int64_t signals_interval_ms;
     int64_t signals_max_sample_keys;
+    int64_t signals_storm_rate;
     /* [http] */
     char *http_listen; /* http.listen: "" = off */
     /* [log] */

@@ -350,8 +350,9 @@ int main(int argc, char **argv, char **envp)
         r.router.coalescer =
             bw_coalescer_new(r.track, r.cfg.coalesce_window_ms, r.cfg.coalesce_max_held_bytes);
     if (r.cfg.signals_enabled)
-        r.router.signals = bw_signals_new(r.track, r.cfg.signals_interval_ms,
-                                          (size_t) r.cfg.signals_max_sample_keys);
+        r.router.signals =
+            bw_signals_new(r.track, r.cfg.signals_interval_ms,
+                           (size_t) r.cfg.signals_max_sample_keys, r.cfg.signals_storm_rate);
     r.nopts = bw_config_decoder_options(&r.cfg, r.opt_names, r.opt_values, BW_DECODER_MAX_OPTIONS);
     /* the plugin refuses at START_REPLICATION a protocol it does not speak */
     r.opt_names[r.nopts] = "protocol-version";

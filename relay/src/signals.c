@@ -21,7 +21,8 @@ typedef struct sig_state {
     bool emitted_once;
     int64_t last_emit_ms;
     bool pending;
-    bw_dnode timer; /* its signal deadline while pending, else the end of its quiet interval */
+    int64_t since_ms; /* start of the span the pending counts cover: first change or last signal */
+    bw_dnode timer;   /* its signal deadline while pending, else the end of its quiet interval */
     uint64_t inserts, updates, deletes;
     char **samples;
     size_t nsamples;
@@ -35,6 +36,7 @@ struct bw_signals {
     bw_lsntrack *track;
     int64_t interval_ms;
     size_t max_samples;
+    int64_t storm_rate;
     sig_state **buckets;
     size_t nbuckets; /* power of two */
     size_t n;
@@ -121,9 +123,11 @@ static void forget(bw_signals *s, sig_state *st)
     state_free(st);
 }
 
-bw_signals *bw_signals_new(bw_lsntrack *track, int64_t interval_ms, size_t max_sample_keys)
+bw_signals *bw_signals_new(bw_lsntrack *track, int64_t interval_ms, size_t max_sample_keys,
+                           int64_t storm_rate)
 {
     bw_signals *s = bw_xcalloc(1, sizeof(*s));
+    s->storm_rate = storm_rate;
     s->track = track;
     s->interval_ms = interval_ms;
     s->max_samples = max_sample_keys;
@@ -165,6 +169,7 @@ void bw_signals_note(bw_signals *s, int64_t now_ms, const char *tenant, size_t t
         st->hold = e;
         bw_lsntrack_add(e); /* released once the signal is handed to the producer */
         bool quiet = !st->emitted_once || now_ms - st->last_emit_ms >= s->interval_ms;
+        st->since_ms = quiet ? now_ms : st->last_emit_ms;
         bw_dheap_set(&s->timers, &st->timer, quiet ? now_ms : st->last_emit_ms + s->interval_ms);
     }
     if (type == BW_REC_INSERT)
@@ -195,11 +200,17 @@ int bw_signals_emit_due(bw_signals *s, int64_t now_ms, bw_signal_emit_cb emit, v
             forget(s, st);
             continue;
         }
+        uint64_t changes = st->inserts + st->updates + st->deletes;
+        /* the rate over the span the counts cover, at least one interval long */
+        int64_t span =
+            now_ms - st->since_ms < s->interval_ms ? s->interval_ms : now_ms - st->since_ms;
+        bool storm = now_ms != INT64_MAX &&
+                     (double) changes * 1000.0 / (double) span > (double) s->storm_rate;
         bw_signal sig = {
             st->tenant,   st->tenant_len, st->schema,   st->table,
             st->inserts,  st->updates,    st->deletes,  (const char *const *) st->samples,
             st->nsamples, st->first_lsn,  st->last_lsn, st->last_commit_time,
-            st->hold};
+            storm,        st->hold};
         if (emit(arg, &sig) != 0)
             return -1;
         bw_lsntrack_delivered(s->track, st->hold); /* the signal's message holds it now */
@@ -253,7 +264,8 @@ void bw_signal_json(bw_buf *out, const bw_signal *sig)
         bw_buf_puts(out, sig->sample_keys[i]);
     }
     bw_buf_printf(
-        out, "],\"first_lsn\":\"%s\",\"last_lsn\":\"%s\",\"last_commit_time\":\"%s.%06lld+00:00\"}",
-        bw_lsn_str(sig->first_lsn, a), bw_lsn_str(sig->last_lsn, b), ts,
-        (long long) (((sig->last_commit_time % 1000000) + 1000000) % 1000000));
+        out,
+        "],\"storm\":%s,\"first_lsn\":\"%s\",\"last_lsn\":\"%s\",\"last_commit_time\":\"%s.%06lld+00:00\"}",
+        sig->storm ? "true" : "false", bw_lsn_str(sig->first_lsn, a), bw_lsn_str(sig->last_lsn, b),
+        ts, (long long) (((sig->last_commit_time % 1000000) + 1000000) % 1000000));
 }

@@ -14,6 +14,7 @@
 #ifndef BW_SIGNALS_H
 #define BW_SIGNALS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,13 +36,16 @@ typedef struct bw_signal {
     size_t nsample_keys;
     uint64_t first_lsn, last_lsn; /* commit LSNs of the first and last change covered */
     int64_t last_commit_time;     /* µs since the Unix epoch */
-    bw_txn_entry *hold;           /* entry to hand to the producer with the signal */
+    bool storm;         /* changes per second since the previous signal above storm_rate */
+    bw_txn_entry *hold; /* entry to hand to the producer with the signal */
 } bw_signal;
 
 /* Publishes one signal; returns 0 or non-zero on failure (the signal stays pending). */
 typedef int (*bw_signal_emit_cb)(void *arg, const bw_signal *sig);
 
-bw_signals *bw_signals_new(bw_lsntrack *track, int64_t interval_ms, size_t max_sample_keys);
+/* storm_rate: changes per second of a (tenant, table) above which its signals say storm. */
+bw_signals *bw_signals_new(bw_lsntrack *track, int64_t interval_ms, size_t max_sample_keys,
+                           int64_t storm_rate);
 void bw_signals_free(bw_signals *s);
 
 /*

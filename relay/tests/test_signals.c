@@ -4,6 +4,7 @@
  * signalled within one interval, one storm never delays another tenant, and the LSN tracker
  * cannot confirm a change before the signal covering it is handed to the producer.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,6 +18,7 @@ typedef struct sent {
     uint64_t counts[64];
     int64_t at[64];
     size_t samples[64];
+    bool storm[64];
     int64_t now;
     bw_lsntrack *track;
     int fail;
@@ -32,6 +34,7 @@ static int capture(void *arg, const bw_signal *sig)
     s->counts[i] = sig->inserts + sig->updates + sig->deletes;
     s->at[i] = s->now;
     s->samples[i] = sig->nsample_keys;
+    s->storm[i] = sig->storm;
     /* the producer would take over the hold: add for the message, deliver it right away */
     bw_lsntrack_add(sig->hold);
     bw_lsntrack_delivered(s->track, sig->hold);
@@ -53,7 +56,7 @@ static void change(bw_signals *g, int64_t now, const char *tenant, const bw_rela
 TEST(signals_first_at_once_then_one_per_interval_and_a_final_one)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_signals *g = bw_signals_new(t, 1000, 3);
+    bw_signals *g = bw_signals_new(t, 1000, 3, 500);
     sent s = {.track = t};
     /* a storm: one change per ms for 3.5 s */
     for (int64_t now = 0; now < 3500; now++) {
@@ -72,6 +75,9 @@ TEST(signals_first_at_once_then_one_per_interval_and_a_final_one)
     for (int i = 1; i < s.n; i++)
         ASSERT_GE(s.at[i] - s.at[i - 1], 1000); /* never more than one per interval */
     ASSERT_EQ(s.at[4], 4000); /* the last change (3499) is signalled within one interval */
+    ASSERT_FALSE(s.storm[0]); /* one change since a quiet interval */
+    ASSERT_TRUE(s.storm[1]);  /* 1000 changes/s, storm_rate 500 */
+    ASSERT_TRUE(s.storm[3]);
     uint64_t total = 0;
     for (int i = 0; i < s.n; i++)
         total += s.counts[i];
@@ -87,7 +93,7 @@ TEST(signals_first_at_once_then_one_per_interval_and_a_final_one)
 TEST(signals_one_storm_does_not_delay_another_tenant)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_signals *g = bw_signals_new(t, 1000, 5);
+    bw_signals *g = bw_signals_new(t, 1000, 5, 500);
     sent s = {.track = t};
     bw_txn_entry *e = bw_lsntrack_begin(t, 100);
     for (int64_t now = 0; now < 2500; now++) {
@@ -103,6 +109,7 @@ TEST(signals_one_storm_does_not_delay_another_tenant)
             calm = i;
     ASSERT_GE(calm, 0);
     ASSERT_EQ(s.at[calm], 1700); /* at once: its own first change after a quiet interval */
+    ASSERT_FALSE(s.storm[calm]);
     bw_lsntrack_commit(t, e);
     bw_signals_free(g);
     bw_lsntrack_free(t);
@@ -111,7 +118,7 @@ TEST(signals_one_storm_does_not_delay_another_tenant)
 TEST(signals_tables_are_separate)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_signals *g = bw_signals_new(t, 1000, 5);
+    bw_signals *g = bw_signals_new(t, 1000, 5, 500);
     sent s = {.track = t};
     bw_txn_entry *e = bw_lsntrack_begin(t, 100);
     change(g, 0, "acme", &rel_orders, e, 10);
@@ -126,7 +133,7 @@ TEST(signals_tables_are_separate)
 TEST(signals_hold_the_confirmable_position)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_signals *g = bw_signals_new(t, 1000, 5);
+    bw_signals *g = bw_signals_new(t, 1000, 5, 500);
     sent s = {.track = t};
     bw_txn_entry *e1 = bw_lsntrack_begin(t, 100);
     change(g, 0, "acme", &rel_orders, e1, 90);
@@ -152,7 +159,7 @@ TEST(signals_hold_the_confirmable_position)
 TEST(signals_shutdown_flush_emits_everything_pending)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_signals *g = bw_signals_new(t, 60000, 5);
+    bw_signals *g = bw_signals_new(t, 60000, 5, 500);
     sent s = {.track = t};
     bw_txn_entry *e = bw_lsntrack_begin(t, 100);
     change(g, 0, "a", &rel_orders, e, 1);
@@ -170,15 +177,27 @@ TEST(signals_shutdown_flush_emits_everything_pending)
 TEST(signal_json)
 {
     const char *samples[] = {"{\"id\":1}", "{\"id\":2}"};
-    bw_signal sig = {"acme", 4,    "public", "orders",           1,   2, 3, samples,
-                     2,      0x10, 0x20,     1700000000123456LL, NULL};
+    bw_signal sig = {.tenant = "acme",
+                     .tenant_len = 4,
+                     .schema = "public",
+                     .table = "orders",
+                     .inserts = 1,
+                     .updates = 2,
+                     .deletes = 3,
+                     .sample_keys = samples,
+                     .nsample_keys = 2,
+                     .first_lsn = 0x10,
+                     .last_lsn = 0x20,
+                     .last_commit_time = 1700000000123456LL,
+                     .storm = false,
+                     .hold = NULL};
     bw_buf b;
     bw_buf_init(&b);
     bw_signal_json(&b, &sig);
     ASSERT_STR_EQ(
         b.data, "{\"tenant\":\"acme\",\"schema\":\"public\",\"table\":\"orders\","
                 "\"counts\":{\"insert\":1,\"update\":2,\"delete\":3},"
-                "\"sample_keys\":[{\"id\":1},{\"id\":2}],\"first_lsn\":\"0/10\","
+                "\"sample_keys\":[{\"id\":1},{\"id\":2}],\"storm\":false,\"first_lsn\":\"0/10\","
                 "\"last_lsn\":\"0/20\",\"last_commit_time\":\"2023-11-14T22:13:20.123456+00:00\"}");
     bw_buf_free(&b);
 }
