@@ -127,6 +127,10 @@ void bw_buf_printf(bw_buf *b, const char *fmt, ...)
 void bw_buf_json_string(bw_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
+    if (len == 0) { /* s may then be NULL: no pointer arithmetic on it */
+        bw_buf_append(b, "\"\"", 2);
+        return;
+    }
     const char *run = s;
     const char *end = s + len;
 

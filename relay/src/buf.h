@@ -33,7 +33,11 @@ void bw_buf_putc(bw_buf *b, char c);
 void bw_buf_puts(bw_buf *b, const char *s);
 void bw_buf_printf(bw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void bw_buf_vprintf(bw_buf *b, const char *fmt, va_list ap);
-/* A JSON string literal (quoted, escaped) from len bytes of UTF-8. */
+/*
+ * A JSON string literal from len bytes of UTF-8 (s may be NULL when len is 0), escaped as the
+ * decoder's JSON does: quote, backslash, the short forms \b \f \n \r \t, \u00XX for other
+ * control characters; bytes from 0x7f up pass through.
+ */
 void bw_buf_json_string(bw_buf *b, const char *s, size_t len);
 
 #endif

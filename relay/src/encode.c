@@ -135,64 +135,9 @@ static uint64_t rd64(const uint8_t *p)
     return (uint64_t) rd32(p) << 32 | rd32(p + 4);
 }
 
-/*
- * A JSON string, escaped exactly as the decoder's put_string: quote, backslash and the control
- * characters, with the short forms JSON has (\b \f \n \r \t) and \u00XX for the others. Bytes
- * from 0x7f up pass through: text is UTF-8.
- */
-static void put_string(bw_buf *out, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    if (len == 0) { /* s may then be NULL */
-        bw_buf_append(out, "\"\"", 2);
-        return;
-    }
-    const char *run = s;
-    const char *end = s + len;
-
-    bw_buf_reserve(out, len + 2);
-    bw_buf_putc(out, '"');
-    for (const char *p = s; p < end; p++) {
-        unsigned char c = (unsigned char) *p;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        bw_buf_append(out, run, (size_t) (p - run));
-        run = p + 1;
-        switch (c) {
-        case '"':
-            bw_buf_append(out, "\\\"", 2);
-            break;
-        case '\\':
-            bw_buf_append(out, "\\\\", 2);
-            break;
-        case '\b':
-            bw_buf_append(out, "\\b", 2);
-            break;
-        case '\f':
-            bw_buf_append(out, "\\f", 2);
-            break;
-        case '\n':
-            bw_buf_append(out, "\\n", 2);
-            break;
-        case '\r':
-            bw_buf_append(out, "\\r", 2);
-            break;
-        case '\t':
-            bw_buf_append(out, "\\t", 2);
-            break;
-        default: {
-            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            bw_buf_append(out, esc, sizeof(esc));
-        }
-        }
-    }
-    bw_buf_append(out, run, (size_t) (end - run));
-    bw_buf_putc(out, '"');
-}
-
 static void put_cstring(bw_buf *out, const char *s)
 {
-    put_string(out, s, strlen(s));
+    bw_buf_json_string(out, s, strlen(s));
 }
 
 /* Takes back what a failed call appended: callers never see half a value. */
@@ -952,7 +897,7 @@ static int put_value(const enc *e, const bw_column *col, const bw_value *v)
                             col->type_oid == BW_OID_JSON ? "json" : "jsonb");
             bw_buf_append(e->out, v->data, v->len);
         } else
-            put_string(e->out, (const char *) v->data, v->len);
+            bw_buf_json_string(e->out, (const char *) v->data, v->len);
         return 0;
     case 'b':
         return put_binary(e, col, v->data, v->len);
@@ -1109,7 +1054,7 @@ int bw_json_change(bw_buf *out, bw_record_type type, const bw_xact *x, const bw_
 
     bw_buf_puts(out, ",\"tenant\":");
     if (c->tenant.kind == 't')
-        put_string(out, (const char *) c->tenant.data, c->tenant.len);
+        bw_buf_json_string(out, (const char *) c->tenant.data, c->tenant.len);
     else if (c->tenant.kind == 'n')
         bw_buf_puts(out, "null");
     else {
