@@ -1012,6 +1012,20 @@ static void put_lsn(bw_buf *out, uint64_t lsn)
     bw_buf_printf(out, "\"%" PRIX32 "/%" PRIX32 "\"", (uint32_t) (lsn >> 32), (uint32_t) lsn);
 }
 
+int bw_json_commit_time(bw_buf *out, int64_t unix_us)
+{
+    size_t len = out->len;
+    /* commit times are Unix microseconds; overflow would mean garbage, not a time */
+    if (unix_us < INT64_MIN + UNIX_TO_PG_EPOCH_USECS ||
+        put_timestamp(out, unix_us - UNIX_TO_PG_EPOCH_USECS, true) < 0) {
+        out->len = len;
+        if (out->cap > 0)
+            out->data[len] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
 int bw_json_change(bw_buf *out, bw_record_type type, const bw_xact *x, const bw_change *c,
                    char *err, size_t errlen)
 {
@@ -1040,9 +1054,7 @@ int bw_json_change(bw_buf *out, bw_record_type type, const bw_xact *x, const bw_
     bw_buf_printf(out, "{\"op\":\"%s\",\"xid\":%" PRIu32 ",\"commit_lsn\":", op, x->xid);
     put_lsn(out, x->commit_lsn);
     bw_buf_puts(out, ",\"commit_time\":");
-    /* commit times are Unix microseconds; overflow would mean garbage, not a time */
-    if (x->commit_time < INT64_MIN + UNIX_TO_PG_EPOCH_USECS ||
-        put_timestamp(out, x->commit_time - UNIX_TO_PG_EPOCH_USECS, true) < 0) {
+    if (bw_json_commit_time(out, x->commit_time) < 0) {
         fail(&e, NULL, "commit time of %" PRId64 " microseconds from 1970-01-01 is out of range",
              x->commit_time);
         goto fail;

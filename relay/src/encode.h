@@ -27,6 +27,13 @@ int bw_json_value(bw_buf *out, const bw_column *col, const bw_value *v, char *er
  */
 int bw_json_key(bw_buf *out, const bw_change *c, char *err, size_t errlen);
 
+/*
+ * A commit time (microseconds since the Unix epoch) as a JSON string, rendered as every
+ * commit_time is (the decoder's form: UTC, trailing zeros of the fraction left out). Returns -1
+ * when it is outside PostgreSQL's range (out untouched then).
+ */
+int bw_json_commit_time(bw_buf *out, int64_t unix_us);
+
 /* The Kafka value of an insert, update or delete. Returns 0 or -1 (err set). */
 int bw_json_change(bw_buf *out, bw_record_type type, const bw_xact *x, const bw_change *c,
                    char *err, size_t errlen);

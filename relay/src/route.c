@@ -270,22 +270,23 @@ int bw_route_signal(void *router, const bw_signal *sig)
 static int route_truncate(bw_router *r, const bw_record *rec)
 {
     const bw_truncate *t = &rec->u.truncate;
-    char lsn[18], ts[40];
-    time_t secs = (time_t) (r->xact.commit_time / 1000000);
-    struct tm tm;
+    char lsn[18];
 
-    gmtime_r(&secs, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     for (uint16_t i = 0; i < t->nrels; i++) {
         const bw_relation *rel = t->rels[i];
         header_set hs;
 
         bw_buf_reset(&r->value);
         bw_buf_printf(&r->value,
-                      "{\"op\":\"truncate\",\"xid\":%" PRIu32 ",\"commit_lsn\":\"%s\","
-                      "\"commit_time\":\"%s.%06" PRId64 "+00:00\",\"schema\":",
-                      r->xact.xid, bw_lsn_str(r->xact.commit_lsn, lsn), ts,
-                      r->xact.commit_time % 1000000);
+                      "{\"op\":\"truncate\",\"xid\":%" PRIu32
+                      ",\"commit_lsn\":\"%s\",\"commit_time\":",
+                      r->xact.xid, bw_lsn_str(r->xact.commit_lsn, lsn));
+        if (bw_json_commit_time(&r->value, r->xact.commit_time) < 0) {
+            snprintf(r->err, sizeof(r->err), "commit time of xid %" PRIu32 " is out of range",
+                     r->xact.xid);
+            return -1;
+        }
+        bw_buf_puts(&r->value, ",\"schema\":");
         bw_buf_json_string(&r->value, rel->schema, strlen(rel->schema));
         bw_buf_puts(&r->value, ",\"table\":");
         bw_buf_json_string(&r->value, rel->table, strlen(rel->table));

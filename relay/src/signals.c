@@ -11,7 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "encode.h"
 
 typedef struct sig_state {
     char *tenant;
@@ -242,12 +243,8 @@ size_t bw_signals_tracked(const bw_signals *s)
 
 void bw_signal_json(bw_buf *out, const bw_signal *sig)
 {
-    char a[18], b[18], ts[40];
-    time_t secs = (time_t) (sig->last_commit_time / 1000000);
-    struct tm tm;
+    char a[18], b[18];
 
-    gmtime_r(&secs, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     bw_buf_puts(out, "{\"tenant\":");
     bw_buf_json_string(out, sig->tenant, sig->tenant_len);
     bw_buf_puts(out, ",\"schema\":");
@@ -264,8 +261,10 @@ void bw_signal_json(bw_buf *out, const bw_signal *sig)
         bw_buf_puts(out, sig->sample_keys[i]);
     }
     bw_buf_printf(
-        out,
-        "],\"storm\":%s,\"first_lsn\":\"%s\",\"last_lsn\":\"%s\",\"last_commit_time\":\"%s.%06lld+00:00\"}",
-        sig->storm ? "true" : "false", bw_lsn_str(sig->first_lsn, a), bw_lsn_str(sig->last_lsn, b),
-        ts, (long long) (((sig->last_commit_time % 1000000) + 1000000) % 1000000));
+        out, "],\"storm\":%s,\"first_lsn\":\"%s\",\"last_lsn\":\"%s\",\"last_commit_time\":",
+        sig->storm ? "true" : "false", bw_lsn_str(sig->first_lsn, a), bw_lsn_str(sig->last_lsn, b));
+    /* a commit time PostgreSQL gave cannot be out of its range; null if it ever were */
+    if (bw_json_commit_time(out, sig->last_commit_time) < 0)
+        bw_buf_puts(out, "null");
+    bw_buf_putc(out, '}');
 }

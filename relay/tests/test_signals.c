@@ -201,3 +201,18 @@ TEST(signal_json)
                 "\"last_lsn\":\"0/20\",\"last_commit_time\":\"2023-11-14T22:13:20.123456+00:00\"}");
     bw_buf_free(&b);
 }
+
+TEST(signal_json_commit_time_as_change_values_render_it)
+{
+    bw_signal sig = {.tenant = "a",
+                     .tenant_len = 1,
+                     .schema = "s",
+                     .table = "t",
+                     .last_commit_time = 1700000000500000LL};
+    bw_buf b;
+    bw_buf_init(&b);
+    bw_signal_json(&b, &sig);
+    /* the decoder's form: trailing zeros of the fraction left out */
+    ASSERT_STR_CONTAINS(b.data, "\"last_commit_time\":\"2023-11-14T22:13:20.5+00:00\"}");
+    bw_buf_free(&b);
+}
