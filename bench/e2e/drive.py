@@ -475,6 +475,25 @@ def cmd_steady_kcat(a):
 
 # ---- main --------------------------------------------------------------------------------------
 
+def record_run(rec, run, a):
+    """Runs run(a), appends rec with its results (or its error) to a.out; returns the exit status:
+    1 when the run broke, so the benchmark reports it."""
+    status = 0
+    try:
+        rec.update(run(a))
+    except Broke as e:
+        rec["error"] = e.args[0]
+        if len(e.args) > 1:
+            rec.update(e.args[1])
+        status = 1
+    except Exception as e:  # noqa: BLE001 - anything else is a broken run too
+        rec["error"] = f"{type(e).__name__}: {e}"
+        status = 1
+    with open(a.out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return status
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -536,20 +555,7 @@ def main():
     rec = {"kind": a.cmd, "label": a.label, "topic": a.topic}
     if hasattr(a, "rate"):
         rec["rate"] = a.rate
-    status = 0
-    try:
-        rec.update(run(a))
-    except Broke as e:
-        rec["error"] = e.args[0]
-        if len(e.args) > 1:
-            rec.update(e.args[1])
-        status = 1
-    except Exception as e:  # noqa: BLE001 - anything else is a broken run too
-        rec["error"] = f"{type(e).__name__}: {e}"
-        status = 1
-    with open(a.out, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-    return status
+    return record_run(rec, run, a)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import psycopg
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from drive import (Broke, consume_all, lsn_int, metrics, percentile, pg_scalar, proc_cpu, proc_mem,  # noqa: E402
+from drive import (Broke, consume_all, record_run, lsn_int, metrics, percentile, pg_scalar, proc_cpu, proc_mem,  # noqa: E402
                    stop, tail, topic_count)
 
 
@@ -362,21 +362,7 @@ def main():
         return 0
     if a.cmd == "report":
         return cmd_report(a)
-    rec, status = {"mode": a.mode}, 0
-    try:
-        rec.update(cmd_run(a))
-    except Broke as e:
-        rec["error"] = e.args[0]
-        if len(e.args) > 1:
-            rec.update(e.args[1])
-        status = 1
-    except Exception as e:  # noqa: BLE001 - a broken run too
-        rec["error"] = f"{type(e).__name__}: {e}"
-        status = 1
-    with open(a.out, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-    return status
-
+    return record_run({"mode": a.mode}, cmd_run, a)
 
 if __name__ == "__main__":
     sys.exit(main())
