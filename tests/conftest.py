@@ -1,15 +1,19 @@
 """Shared pytest fixtures: one throwaway PostgreSQL cluster per session (tests/lib/pgcluster.sh),
 autocommit connections to it, and slots of the breakwater plugin read through the SQL interface
 and decoded by the reference reader (tests/lib/bwproto.py); one throwaway Kafka broker per session
-(tests/lib/kafka.sh), started only when a test asks for the `kafka` fixture.
+(tests/lib/kafka.sh), started only when a test asks for the `kafka` fixture; one throwaway schema
+registry with the Confluent API (tests/lib/registry.sh), started only when a test asks for the
+`registry` fixture.
 
 BW_PG_ENV=/path/to/env runs the suite against a cluster started elsewhere (an env file as
 pgcluster.sh writes it) instead of starting one; BW_KAFKA_ENV=/path/to/env does the same for the
-broker (an env file as kafka.sh writes it).
+broker (an env file as kafka.sh writes it), BW_REGISTRY_ENV=/path/to/env for the registry (an env
+file as registry.sh writes it).
 """
 
 import collections
 import itertools
+import json
 import os
 import pathlib
 import shlex
@@ -17,6 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import psycopg
 import psycopg.conninfo
@@ -170,9 +177,12 @@ Record.__doc__ = """One consumed message: key and value as bytes (or None), head
 _topic_ids = itertools.count()
 
 
-class Kafka:
-    """A broker started by tests/lib/kafka.sh in `dir` (or one started elsewhere, named by an env
-    file). restart() keeps the ports and the data, so clients reconnect to the same bootstrap."""
+class _ScriptedServer:
+    """A server started by a tests/lib script (`SCRIPT start|stop|restart DIR`) that writes an env
+    file of BW_<PREFIX>_* variables, or one started elsewhere and named by its env file.
+    Subclasses set SCRIPT, PREFIX (e.g. "KAFKA"), WHAT (for messages) and MARK (bytes of the
+    server's command line, to tell it is still the process its pid names), and read their own
+    variables in _loaded()."""
 
     def __init__(self, env_file):
         self.env_file = env_file
@@ -181,16 +191,19 @@ class Kafka:
     def _load(self, env_file):
         env = _read_env(env_file)
         self.env = env
-        self.bootstrap = env["BW_KAFKA_BOOTSTRAP"]
-        self.dir = env.get("BW_KAFKA_DIR")
-        self.log = pathlib.Path(env["BW_KAFKA_LOG"]) if env.get("BW_KAFKA_LOG") else None
+        self.dir = env.get(f"BW_{self.PREFIX}_DIR")
+        log = env.get(f"BW_{self.PREFIX}_LOG")
+        self.log = pathlib.Path(log) if log else None
+        self._loaded(env)
 
-    def _run(self, *args):
+    def _run(self, cmd):
+        script = os.path.basename(self.SCRIPT)
         if not self.dir:
-            pytest.fail(f"the broker of {self.env_file} has no BW_KAFKA_DIR: cannot {args[0]} it")
-        done = subprocess.run([KAFKA_SH, *args, self.dir], capture_output=True, text=True)
+            pytest.fail(f"the {self.WHAT} of {self.env_file} has no BW_{self.PREFIX}_DIR: "
+                        f"cannot {cmd} it")
+        done = subprocess.run([self.SCRIPT, cmd, self.dir], capture_output=True, text=True)
         if done.returncode != 0:
-            pytest.fail(f"kafka.sh {args[0]} failed:\n{done.stderr}")
+            pytest.fail(f"{script} {cmd} failed:\n{done.stderr}")
         return done.stdout
 
     def start(self):
@@ -205,12 +218,27 @@ class Kafka:
         self._load(out.strip().splitlines()[-1])
 
     def running(self):
-        pid = self.env.get("BW_KAFKA_PID")
+        pid = self.env.get(f"BW_{self.PREFIX}_PID")
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                return b"kafka.Kafka" in f.read()
+                return self.MARK in f.read()
         except (OSError, TypeError):
             return False
+
+    def log_tail(self, lines=60):
+        if self.log is None or not self.log.exists():
+            return f"(no {self.WHAT} log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Kafka(_ScriptedServer):
+    """A broker started by tests/lib/kafka.sh in `dir` (or one started elsewhere, named by an env
+    file). restart() keeps the ports and the data, so clients reconnect to the same bootstrap."""
+
+    SCRIPT, PREFIX, WHAT, MARK = KAFKA_SH, "KAFKA", "broker", b"kafka.Kafka"
+
+    def _loaded(self, env):
+        self.bootstrap = env["BW_KAFKA_BOOTSTRAP"]
 
     def config(self, **extra):
         """librdkafka configuration for a client of this broker; extra keys with '_' for '.'."""
@@ -274,31 +302,125 @@ class Kafka:
         finally:
             c.close()
 
-    def log_tail(self, lines=60):
-        if self.log is None or not self.log.exists():
-            return "(no broker log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _session_server(request, script, what, env_var, make):
+    """Starts a throwaway server with `script start DIR` (or reuses the one named by env_var),
+    yields make(env file), then stops it; its log tail is printed when a test failed, and a
+    server that died during the session fails it."""
+    if os.environ.get(env_var):
+        yield make(os.environ[env_var])
+        return
+    name = os.path.basename(script).removesuffix(".sh")
+    work = tempfile.mkdtemp(prefix=f"bw-{name}.", dir="/tmp")
+    dir_ = os.path.join(work, name)
+    done = subprocess.run([script, "start", dir_], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"{name}.sh start failed:\n{done.stderr}")
+    server = make(done.stdout.strip().splitlines()[-1])
+    yield server
+    died = not server.running() and os.path.exists(os.path.join(dir_, f"{name}.pid"))
+    subprocess.run([script, "stop", dir_], check=False)
+    if request.session.testsfailed or died:
+        print(f"\n==== {what} log tail ({server.log}) ====\n{server.log_tail()}", file=sys.stderr)
+        if died:
+            pytest.fail(f"the {what} exited during the session (log tail above)")
+    else:
+        subprocess.run(["rm", "-rf", work], check=False)
 
 
 @pytest.fixture(scope="session")
 def kafka(request):
     """A real single-node broker for the session; started on first use."""
-    if os.environ.get("BW_KAFKA_ENV"):
-        yield Kafka(os.environ["BW_KAFKA_ENV"])
-        return
-    work = tempfile.mkdtemp(prefix="bw-kafka.", dir="/tmp")
-    dir_ = os.path.join(work, "kafka")
-    done = subprocess.run([KAFKA_SH, "start", dir_], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"kafka.sh start failed:\n{done.stderr}")
-    k = Kafka(done.stdout.strip().splitlines()[-1])
-    yield k
-    # a broker that died under a test is a failure even if every test passed
-    died = not k.running() and os.path.exists(os.path.join(dir_, "kafka.pid"))
-    subprocess.run([KAFKA_SH, "stop", dir_], check=False)
-    if request.session.testsfailed or died:
-        print(f"\n==== broker log tail ({k.log}) ====\n{k.log_tail()}", file=sys.stderr)
-        if died:
-            pytest.fail("the broker exited during the session (log tail above)")
-    else:
-        subprocess.run(["rm", "-rf", work], check=False)
+    yield from _session_server(request, KAFKA_SH, "broker", "BW_KAFKA_ENV", Kafka)
+
+
+# ---- Schema registry ---------------------------------------------------------------------------
+
+REGISTRY_SH = str(TOP / "tests" / "lib" / "registry.sh")
+
+# the Confluent Schema Registry API's media type (Apicurio answers with application/json)
+REGISTRY_CT = "application/vnd.schemaregistry.v1+json"
+
+
+def _quote(name):
+    return urllib.parse.quote(name, safe="")
+
+
+class RegistryError(Exception):
+    """A registry answer other than 2xx: `status` (HTTP), `body` (parsed JSON, or the text when it
+    is not JSON), `error_code` (the Confluent error code from the body, or None)."""
+
+    def __init__(self, method, url, status, body):
+        self.status, self.body = status, body
+        self.error_code = body.get("error_code") if isinstance(body, dict) else None
+        super().__init__(f"{method} {url}: HTTP {status}: {body!r}")
+
+
+class Registry(_ScriptedServer):
+    """An Apicurio Registry started by tests/lib/registry.sh in `dir` (or one started elsewhere,
+    named by an env file), spoken to through its Confluent-compatible API at `url`.
+
+    Storage is in memory: stop() (or restart()) loses every subject, schema id and compatibility
+    setting, and ids start again from the beginning. start() after stop() comes back on the same
+    port, so a client configured with `url` finds it again ("registry down, then back"); only if
+    another process took the port meanwhile does it move (url changes then, with a warning).
+
+    Deviations from Confluent to code around: the global default compatibility is NONE (set it
+    with set_compatibility); ids are content ids with gaps; schema text comes back re-serialised;
+    409/422 codes match Confluent but the messages differ."""
+
+    # what request() raises for a non-2xx answer, reachable from a test without importing conftest
+    Error = RegistryError
+
+    SCRIPT, PREFIX, WHAT, MARK = REGISTRY_SH, "REGISTRY", "registry", b"-Dbw.registry.dir="
+
+    def _loaded(self, env):
+        self.url = env["BW_REGISTRY_URL"]
+
+    def request(self, method, path, body=None, timeout=10):
+        """Sends `body` (JSON-encoded unless None) to url + path; returns the parsed JSON answer
+        of a 2xx, raises RegistryError for any other status."""
+        url = self.url + path
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": REGISTRY_CT, "Accept": REGISTRY_CT})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                text = resp.read().decode()
+                status = resp.status
+        except urllib.error.HTTPError as e:
+            text, status = e.read().decode(errors="replace"), e.code
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = text
+        if not 200 <= status < 300:
+            raise RegistryError(method, url, status, parsed)
+        return parsed
+
+    def subjects(self):
+        return self.request("GET", "/subjects")
+
+    def set_compatibility(self, subject, level):
+        """Sets the compatibility level of `subject` (None: the global default), e.g. "BACKWARD"."""
+        path = "/config" if subject is None else f"/config/{_quote(subject)}"
+        return self.request("PUT", path, {"compatibility": level})
+
+    def register(self, subject, schema, schema_type=None):
+        """Registers `schema` (text, or a dict/list dumped to JSON) under `subject`; returns its id."""
+        body = {"schema": schema if isinstance(schema, str) else json.dumps(schema)}
+        if schema_type:
+            body["schemaType"] = schema_type
+        return self.request("POST", f"/subjects/{_quote(subject)}/versions", body)["id"]
+
+    def schema(self, schema_id):
+        """The schema text registered under `schema_id` (as the registry re-serialised it)."""
+        return self.request("GET", f"/schemas/ids/{int(schema_id)}")["schema"]
+
+
+
+@pytest.fixture(scope="session")
+def registry(request):
+    """A real schema registry (Confluent API) for the session; started on first use."""
+    yield from _session_server(request, REGISTRY_SH, "registry", "BW_REGISTRY_ENV", Registry)

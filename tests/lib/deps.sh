@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the system packages Breakwater builds and tests with (Debian 12), the Python test venv
-# and the jars of the test Kafka broker (tests/lib/kafka.sh fetch, from Maven Central). Idempotent:
-# a second run on a ready machine installs nothing and asks no registry.
+# Installs the system packages Breakwater builds and tests with (Debian 12), the Python test venv,
+# the jars of the test Kafka broker (tests/lib/kafka.sh fetch) and the test schema registry's
+# distribution (tests/lib/registry.sh fetch), both from Maven Central. Idempotent: a second run on
+# a ready machine installs nothing and asks no registry.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -41,3 +42,10 @@ fi
 
 # the test broker's jars (tests/.kafka-libs); a no-op while the pom is unchanged
 "$here/lib/kafka.sh" fetch
+
+# the test schema registry (Apicurio, tests/.registry); a no-op while the pom is unchanged. It runs
+# on Java 21+, which Debian 12 does not package: the build machines carry the Temurin 25 JDK.
+"$here/lib/registry.sh" fetch
+registry_java=${BW_REGISTRY_JAVA:-/usr/lib/jvm/temurin-25-jdk-amd64/bin/java}
+[ -x "$registry_java" ] || echo "deps: warning: no Java 21+ at $registry_java: the schema registry" \
+  "tests cannot start one (set BW_REGISTRY_JAVA to a Java 21+ 'java')" >&2

@@ -32,6 +32,12 @@ start_timeout=${BW_KAFKA_START_TIMEOUT:-60}
 
 die() { echo "kafka: $*" >&2; exit 1; }
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=server.sh
+. "$here/server.sh"
+
+running_pid() { local dir=$1; server_pid "$dir/kafka.pid" "kafka.Kafka $dir/server.properties"; }
+
 # ---- fetch ------------------------------------------------------------------------------------
 
 # The stamp holds the pom's hash on its first line, then the name of every jar the fetch copied:
@@ -71,28 +77,9 @@ fetch() {
 
 # ---- broker -----------------------------------------------------------------------------------
 
-free_ports() {
-  # both sockets are held open together, so the two ports differ
-  python3 -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(" ".join(str(x.getsockname()[1]) for x in s))
-for x in s: x.close()'
-}
 
 # The broker's pid if DIR's broker is running: the pid file names a live (not zombie) process
 # whose command line is a kafka.Kafka of this DIR (a recycled pid is never signalled).
-running_pid() {
-  local dir=$1 pid state
-  [ -f "$dir/kafka.pid" ] || return 1
-  pid=$(cat "$dir/kafka.pid")
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
-  [ "$state" != Z ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F -- "kafka.Kafka $dir/server.properties" >/dev/null || return 1
-  echo "$pid"
-}
 
 log_tail() {
   local dir=$1
@@ -239,23 +226,10 @@ ENV
 }
 
 stop() {
-  local dir=$1 pid i
+  local dir=$1
   [ -d "$dir" ] || return 0
   dir=$(cd "$dir" && pwd)
-  if ! pid=$(running_pid "$dir"); then rm -f "$dir/kafka.pid"; return 0; fi
-  kill -TERM "$pid" 2>/dev/null || true
-  # a controlled shutdown takes a second or two; give it 30 s before killing
-  for ((i = 0; i < 300; i++)); do
-    running_pid "$dir" >/dev/null || { rm -f "$dir/kafka.pid"; return 0; }
-    sleep 0.1
-  done
-  echo "kafka: broker $pid ignored SIGTERM for 30 s: killing it" >&2
-  kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do
-    running_pid "$dir" >/dev/null || { rm -f "$dir/kafka.pid"; return 0; }
-    sleep 0.1
-  done
-  die "broker $pid survived SIGKILL"
+  stop_server "$dir/kafka.pid" "kafka.Kafka $dir/server.properties" "kafka: broker"
 }
 
 restart() {
