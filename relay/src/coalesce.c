@@ -1,11 +1,10 @@
 /*
  * coalesce.c — row coalescing (see coalesce.h). A hash of key states and a heap of window ends.
- * Held messages stay as the encoder's JSON text, so values keep their exact form; only merging an
- * unchanged-TOAST column parses JSON (jansson).
+ * Held messages stay as the encoder wrote them (JSON or Avro), so values keep their exact form;
+ * what merging needs to know of the format comes from bw_merge_ops.
  */
 #include "coalesce.h"
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +34,7 @@ typedef struct key_state {
 
 struct bw_coalescer {
     bw_lsntrack *track;
+    bw_merge_ops ops;
     int64_t window_ms;
     int64_t max_held;
     int64_t held_bytes;  /* held messages */
@@ -141,10 +141,12 @@ static void forget(bw_coalescer *c, key_state *k)
     state_free(c, k);
 }
 
-bw_coalescer *bw_coalescer_new(bw_lsntrack *track, int64_t window_ms, int64_t max_held_bytes)
+bw_coalescer *bw_coalescer_new(bw_lsntrack *track, int64_t window_ms, int64_t max_held_bytes,
+                               const bw_merge_ops *ops)
 {
     bw_coalescer *c = bw_xcalloc(1, sizeof(*c));
     c->track = track;
+    c->ops = *ops;
     c->window_ms = window_ms;
     c->max_held = max_held_bytes;
     rehash(c);
@@ -179,74 +181,6 @@ static int emit_held(bw_coalescer *c, key_state *k, bw_coalesce_emit_cb emit, vo
     return 0;
 }
 
-static const char *op_name(bw_record_type op)
-{
-    return op == BW_REC_INSERT ? "insert" : op == BW_REC_UPDATE ? "update" : "delete";
-}
-
-/* The encoder starts every value with {"op":"<op>": give the merged message its own op. */
-static char *with_op(const char *value, size_t len, bw_record_type from, bw_record_type to,
-                     size_t *outlen)
-{
-    char prefix[32];
-    int n = snprintf(prefix, sizeof(prefix), "{\"op\":\"%s\"", op_name(from));
-    if (from == to || len < (size_t) n || memcmp(value, prefix, (size_t) n) != 0) {
-        *outlen = len;
-        return bw_xstrndup(value, len);
-    }
-    bw_buf b;
-    bw_buf_init(&b);
-    bw_buf_printf(&b, "{\"op\":\"%s\"", op_name(to));
-    bw_buf_append(&b, value + n, len - (size_t) n);
-    *outlen = b.len;
-    return b.data;
-}
-
-/*
- * A later change marked columns as unchanged TOAST: take them from the held change, which has
- * them (or marked them itself). Returns a new value, or NULL to keep the later one as it is.
- */
-static char *merge_toast(const char *held, size_t heldlen, const char *next, size_t nextlen,
-                         size_t *outlen)
-{
-    json_error_t e;
-    json_t *h = json_loadb(held, heldlen, 0, &e);
-    json_t *n = json_loadb(next, nextlen, 0, &e);
-    char *out = NULL;
-    json_t *unchanged = n ? json_object_get(n, "unchanged_toast") : NULL;
-    json_t *hnew = h ? json_object_get(h, "new") : NULL;
-    json_t *nnew = n ? json_object_get(n, "new") : NULL;
-
-    if (json_is_array(unchanged) && json_is_object(hnew) && json_is_object(nnew)) {
-        json_t *still = json_array();
-        size_t i;
-        json_t *col;
-        json_array_foreach(unchanged, i, col)
-        {
-            json_t *v = json_is_string(col) ? json_object_get(hnew, json_string_value(col)) : NULL;
-            if (v)
-                json_object_set(nnew, json_string_value(col), v);
-            else
-                json_array_append(still, col);
-        }
-        if (json_array_size(still) > 0)
-            json_object_set(n, "unchanged_toast", still);
-        else
-            json_object_del(n, "unchanged_toast");
-        json_decref(still);
-        out = json_dumps(n, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (out)
-            *outlen = strlen(out);
-    }
-    json_decref(h);
-    json_decref(n);
-    if (out == NULL)
-        return NULL;
-    char *copy = bw_xstrndup(out, *outlen);
-    free(out);
-    return copy;
-}
-
 static void hold(bw_coalescer *c, key_state *k, bw_record_type op, char *value, size_t valuelen,
                  const bw_header *headers, size_t nheaders, bw_txn_entry *entry)
 {
@@ -262,7 +196,7 @@ static void hold(bw_coalescer *c, key_state *k, bw_record_type op, char *value, 
     c->held_bytes += (int64_t) valuelen;
     for (size_t i = 0; i < nheaders && i < MAX_HEADERS; i++) {
         bool is_op = strcmp(headers[i].name, "op") == 0;
-        const char *v = is_op ? op_name(op) : headers[i].value;
+        const char *v = is_op ? bw_record_op(op) : headers[i].value;
         size_t len = is_op ? strlen(v) : headers[i].len;
         k->hnames[i] = bw_xstrdup(headers[i].name);
         k->hvalues[i] = v ? bw_xstrndup(v, len) : NULL;
@@ -331,12 +265,29 @@ int bw_coalesce_offer(bw_coalescer *c, int64_t now_ms, bw_record_type op, const 
                                                 : BW_REC_INSERT;
     size_t len = valuelen;
     char *next = NULL;
-    if (op != BW_REC_DELETE && memmem(value, valuelen, ",\"unchanged_toast\":[", 20) != NULL)
-        next = merge_toast(k->value, k->valuelen, value, valuelen, &len);
+    if (op != BW_REC_DELETE && c->ops.has_unchanged(c->ops.arg, value, valuelen)) {
+        bool apart = false;
+        next = c->ops.merge_unchanged(c->ops.arg, k->value, k->valuelen, value, valuelen, &len,
+                                      &apart);
+        if (apart) {
+            /*
+             * The two cannot be merged (their schemas differ): the held change goes out, so
+             * consumers have the row, and this one starts a new chain as it is.
+             */
+            if (emit_held(c, k, emit, arg))
+                return -1;
+            k->existed = true;
+            hold(c, k, op, bw_xstrndup(value, valuelen), valuelen, headers, nheaders, entry);
+            return 1;
+        }
+    }
     if (next == NULL)
         next = bw_xstrndup(value, valuelen);
-    char *final = with_op(next, len, op, merged, &len);
-    free(next);
+    char *final = c->ops.set_op(c->ops.arg, next, len, op, merged, &len);
+    if (final == NULL)
+        final = next;
+    else
+        free(next);
     hold(c, k, merged, final, len, headers, nheaders, entry);
     if (c->held_bytes + c->state_bytes > c->max_held && shed(c, emit, arg) < 0)
         return -1;

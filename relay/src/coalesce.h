@@ -18,6 +18,7 @@
 #ifndef BW_COALESCE_H
 #define BW_COALESCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,12 +28,36 @@
 
 typedef struct bw_coalescer bw_coalescer;
 
+/*
+ * What merging needs to know of the message format (merge_json.c for JSON, avro_encode.c for
+ * Avro). Values are the encoder's bytes; every returned value is malloc'd.
+ */
+typedef struct bw_merge_ops {
+    /* The value with its operation changed from `from` to `to`; NULL to keep it as it is. */
+    char *(*set_op)(void *arg, const char *value, size_t len, bw_record_type from,
+                    bw_record_type to, size_t *outlen);
+    /* Does the value mark columns of its new row as unchanged TOAST? */
+    bool (*has_unchanged)(void *arg, const char *value, size_t len);
+    /*
+     * next with its unchanged columns taken from held (which has them or marks them itself);
+     * NULL to keep next as it is. Sets *apart when the two cannot be merged (then the held
+     * change is published first).
+     */
+    char *(*merge_unchanged)(void *arg, const char *held, size_t heldlen, const char *next,
+                             size_t nextlen, size_t *outlen, bool *apart);
+    void *arg;
+} bw_merge_ops;
+
+/* The JSON format's (encode.h) */
+extern const bw_merge_ops bw_json_merge_ops;
+
 /* Publishes one message; returns 0, or non-zero when the producer refused it. */
 typedef int (*bw_coalesce_emit_cb)(void *arg, const char *topic, const char *key, size_t keylen,
                                    const char *value, size_t valuelen, const bw_header *headers,
                                    size_t nheaders, bw_txn_entry *entry);
 
-bw_coalescer *bw_coalescer_new(bw_lsntrack *track, int64_t window_ms, int64_t max_held_bytes);
+bw_coalescer *bw_coalescer_new(bw_lsntrack *track, int64_t window_ms, int64_t max_held_bytes,
+                               const bw_merge_ops *ops);
 void bw_coalescer_free(bw_coalescer *c);
 
 /*

@@ -53,7 +53,9 @@ static int check_slot_name(const char *value, bw_buf *why);
 static int check_actions(const char *value, bw_buf *why);
 static int check_topic_prefix(const char *value, bw_buf *why);
 static int check_topic_template(const char *value, bw_buf *why);
-static int check_value_format(const char *value, bw_buf *why);
+static int check_avro_namespace(const char *value, bw_buf *why);
+static int check_registry_url(const char *value, bw_buf *why);
+static int check_compatibility(const char *value, bw_buf *why);
 static int check_http_listen(const char *value, bw_buf *why);
 
 static const char *const missing_tenant_choices[] = {"pass", "drop", "error", NULL};
@@ -112,8 +114,39 @@ static const key_def keys[] = {
      .def = "{prefix}.{schema}.{table}", .check = check_topic_template,
      .help = "topic of each change, from the placeholders {prefix} {schema} {table} {tenant}"},
     {.name = "value.format", .type = T_ENUM, .offset = FIELD(value_format),
-     .def = "json", .choices = value_format_choices, .check = check_value_format,
-     .help = "format of message values: json (avro is not supported yet)"},
+     .def = "json", .choices = value_format_choices,
+     .help = "format of row messages: json, or avro (keys and values, Confluent wire format, "
+             "schemas in schema_registry.url)"},
+    {.name = "avro.namespace", .type = T_STRING, .offset = FIELD(avro_namespace),
+     .def = "breakwater", .check = check_avro_namespace,
+     .help = "namespace of the Avro records; a table's records are <namespace>.<schema>.<table>.Key, .Value and .Envelope"},
+    {.name = "schema_registry.url", .type = T_STRING, .offset = FIELD(schema_registry_url),
+     .check = check_registry_url,
+     .help = "base URL of the schema registry's Confluent API (several: comma-separated, tried in turn); needed by value.format=avro"},
+    {.name = "schema_registry.basic_auth_user_info", .type = T_STRING,
+     .offset = FIELD(schema_registry_basic_auth), .secret = true,
+     .help = "user:password for HTTP basic authentication (not set: none)"},
+    {.name = "schema_registry.ssl_ca_location", .type = T_STRING,
+     .offset = FIELD(schema_registry_ssl_ca_location),
+     .help = "CA certificates (PEM file) to verify the registry's certificate (not set: the system's)"},
+    {.name = "schema_registry.ssl_certificate_location", .type = T_STRING,
+     .offset = FIELD(schema_registry_ssl_certificate_location),
+     .help = "client certificate (PEM file) for mutual TLS"},
+    {.name = "schema_registry.ssl_key_location", .type = T_STRING,
+     .offset = FIELD(schema_registry_ssl_key_location),
+     .help = "client private key (PEM file) for mutual TLS"},
+    {.name = "schema_registry.ssl_key_password", .type = T_STRING,
+     .offset = FIELD(schema_registry_ssl_key_password), .secret = true,
+     .help = "password of the client private key"},
+    {.name = "schema_registry.compatibility", .type = T_STRING,
+     .offset = FIELD(schema_registry_compatibility), .check = check_compatibility,
+     .help = "compatibility level set on each subject before its first registration: BACKWARD, FORWARD, FULL, their _TRANSITIVE forms or NONE; empty: leave the registry's"},
+    {.name = "schema_registry.timeout_ms", .type = T_INT,
+     .offset = FIELD(schema_registry_timeout_ms), .def = "10000", .min = 100, .max = 600000,
+     .help = "time limit of one request to the registry"},
+    {.name = "schema_registry.retry_max_ms", .type = T_INT,
+     .offset = FIELD(schema_registry_retry_max_ms), .def = "30000", .min = 0, .max = 3600000,
+     .help = "how long a failing registration is retried (unreachable, timeouts, 5xx) before the relay stops with an error"},
     {.name = "relay.max_inflight_bytes", .type = T_INT, .offset = FIELD(max_inflight_bytes),
      .def = "67108864", .min = 1048576, .max = INT64_MAX, .reloadable = true,
      .help = "stop reading from PostgreSQL while this many bytes await Kafka's acknowledgement"},
@@ -953,13 +986,65 @@ static int check_topic_template(const char *value, bw_buf *why)
     return 0;
 }
 
-static int check_value_format(const char *value, bw_buf *why)
+/* A dotted Avro namespace: each part [A-Za-z_][A-Za-z0-9_]* */
+static int check_avro_namespace(const char *value, bw_buf *why)
 {
-    if (strcmp(value, "avro") == 0) {
-        bw_buf_puts(why, "avro is not supported yet; use json");
-        return -1;
+    bool start = true;
+    for (const char *p = value;; p++) {
+        char c = *p;
+        bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        if (start && !letter) {
+            bw_buf_puts(why, "expected dot-separated Avro names, each a letter or '_' followed by "
+                             "letters, digits or '_' (e.g. breakwater or com.example.cdc)");
+            return -1;
+        }
+        if (c == '\0')
+            return 0;
+        start = c == '.';
+        if (!start && !letter && !(c >= '0' && c <= '9')) {
+            bw_buf_printf(why,
+                          "'%c' cannot be in an Avro namespace; use letters, digits, '_' "
+                          "and '.' between names",
+                          c);
+            return -1;
+        }
+    }
+}
+
+static int check_registry_url(const char *value, bw_buf *why)
+{
+    for (const char *p = value; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n == 0)
+            break;
+        if (strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0) {
+            bw_buf_printf(why, "\"%.*s\" is not an http:// or https:// URL", (int) n, p);
+            return -1;
+        }
+        p += n;
     }
     return 0;
+}
+
+static int check_compatibility(const char *value, bw_buf *why)
+{
+    static const char *const levels[] = {"",
+                                         "BACKWARD",
+                                         "BACKWARD_TRANSITIVE",
+                                         "FORWARD",
+                                         "FORWARD_TRANSITIVE",
+                                         "FULL",
+                                         "FULL_TRANSITIVE",
+                                         "NONE",
+                                         NULL};
+    for (int i = 0; levels[i]; i++)
+        if (strcmp(value, levels[i]) == 0)
+            return 0;
+    bw_buf_puts(why, "expected BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, "
+                     "FULL_TRANSITIVE, NONE, or empty to leave the registry's level");
+    return -1;
 }
 
 static int check_http_listen(const char *value, bw_buf *why)
@@ -983,6 +1068,23 @@ static void finish(bw_config *cfg)
 {
     snprintf(cfg->decoder_write_chunk_bytes_text, sizeof(cfg->decoder_write_chunk_bytes_text),
              "%lld", (long long) cfg->decoder_write_chunk_bytes);
+}
+
+/* Keys that are valid alone but not together. */
+static int cross_check(const bw_config *cfg, bw_buf *err)
+{
+    if (strcmp(cfg->value_format, "avro") == 0 &&
+        (cfg->schema_registry_url == NULL || cfg->schema_registry_url[0] == '\0')) {
+        const key_def *k = find_key("value.format");
+        bw_buf_reset(err);
+        bw_buf_printf(err,
+                      "value.format=avro (%s) needs schema_registry.url: the base URL of a schema "
+                      "registry's Confluent API, e.g. http://localhost:8081 (Apicurio: "
+                      "http://HOST:PORT/apis/ccompat/v7)",
+                      cfg->origins[k - keys]);
+        return -1;
+    }
+    return 0;
 }
 
 static void init_defaults(bw_config *cfg)
@@ -1053,7 +1155,7 @@ static int load(bw_config *cfg, int argc, char **argv, char **envp, bool *check,
         if (load_file(&ld, path, named_by) != 0)
             goto done;
     }
-    if (load_env(&ld, envp) != 0 || load_flags(&ld, argc, argv) != 0)
+    if (load_env(&ld, envp) != 0 || load_flags(&ld, argc, argv) != 0 || cross_check(cfg, err))
         goto done;
     finish(cfg);
     ret = 0;

@@ -39,7 +39,18 @@ typedef struct bw_config {
     char *topic_prefix;   /* topic.prefix */
     char *topic_template; /* topic.template: {prefix} {schema} {table} {tenant} */
     /* [value] */
-    char *value_format; /* value.format: json (avro: issue 5) */
+    char *value_format; /* value.format: json or avro */
+    /* [avro], [schema_registry]: used when value.format is avro */
+    char *avro_namespace;
+    char *schema_registry_url; /* one or more base URLs, comma-separated */
+    char *schema_registry_basic_auth;
+    char *schema_registry_ssl_ca_location;
+    char *schema_registry_ssl_certificate_location;
+    char *schema_registry_ssl_key_location;
+    char *schema_registry_ssl_key_password;
+    char *schema_registry_compatibility; /* "" = leave the registry's setting */
+    int64_t schema_registry_timeout_ms;
+    int64_t schema_registry_retry_max_ms;
     /* [relay] */
     int64_t max_inflight_bytes; /* relay.max_inflight_bytes: stop reading above this */
     int64_t status_interval_ms; /* relay.status_interval_ms: standby status update period */

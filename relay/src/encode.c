@@ -120,21 +120,6 @@ static const char *type_name(uint32_t oid)
     }
 }
 
-static uint16_t rd16(const uint8_t *p)
-{
-    return (uint16_t) ((unsigned) p[0] << 8 | p[1]);
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    return (uint64_t) rd32(p) << 32 | rd32(p + 4);
-}
-
 static void put_cstring(bw_buf *out, const char *s)
 {
     bw_buf_json_string(out, s, strlen(s));
@@ -469,10 +454,10 @@ static int put_numeric(const enc *e, const bw_column *col, const uint8_t *p, uin
 {
     if (len < 8)
         return fail(e, col, "numeric value of %" PRIu32 " bytes, expected at least 8", len);
-    uint16_t ndigits = rd16(p);
-    int16_t weight = (int16_t) rd16(p + 2);
-    uint16_t sign = rd16(p + 4);
-    uint16_t dscale = rd16(p + 6);
+    uint16_t ndigits = bw_rd16(p);
+    int16_t weight = (int16_t) bw_rd16(p + 2);
+    uint16_t sign = bw_rd16(p + 4);
+    uint16_t dscale = bw_rd16(p + 6);
     const uint8_t *digits = p + 8;
 
     if (len != 8 + 2 * (uint32_t) ndigits)
@@ -498,7 +483,7 @@ static int put_numeric(const enc *e, const bw_column *col, const uint8_t *p, uin
     if ((dscale & NUMERIC_DSCALE_MASK) != dscale)
         return fail(e, col, "numeric display scale %u is out of range", dscale);
     for (unsigned i = 0; i < ndigits; i++) {
-        unsigned d = rd16(digits + 2 * i);
+        unsigned d = bw_rd16(digits + 2 * i);
         if (d >= NBASE)
             return fail(e, col, "numeric digit %u (#%u) is not below %d", d, i, NBASE);
     }
@@ -517,7 +502,7 @@ static int put_numeric(const enc *e, const bw_column *col, const uint8_t *p, uin
         *w++ = '0';
     else {
         for (int d = 0; d <= weight; d++) {
-            unsigned g = d < ndigits ? rd16(digits + 2 * d) : 0;
+            unsigned g = d < ndigits ? bw_rd16(digits + 2 * d) : 0;
             if (!nonzero) { /* leading zeros: none, even across digit groups */
                 if (g == 0)
                     continue;
@@ -538,7 +523,7 @@ static int put_numeric(const enc *e, const bw_column *col, const uint8_t *p, uin
         *w++ = '.';
         int d = weight + 1;
         for (unsigned i = 0; i < dscale; i += 4, d++) {
-            unsigned g = d >= 0 && d < ndigits ? rd16(digits + 2 * d) : 0;
+            unsigned g = d >= 0 && d < ndigits ? bw_rd16(digits + 2 * d) : 0;
             char four[4] = {(char) ('0' + g / 1000), (char) ('0' + g / 100 % 10),
                             (char) ('0' + g / 10 % 10), (char) ('0' + g % 10)};
             unsigned take = dscale - i < 4 ? dscale - i : 4;
@@ -781,27 +766,27 @@ static int put_binary(const enc *e, const bw_column *col, const uint8_t *p, uint
     case BW_OID_INT2:
         if (want_len(e, col, len, 2) < 0)
             return -1;
-        bw_buf_printf(out, "%d", (int16_t) rd16(p));
+        bw_buf_printf(out, "%d", (int16_t) bw_rd16(p));
         return 0;
     case BW_OID_INT4:
         if (want_len(e, col, len, 4) < 0)
             return -1;
-        bw_buf_printf(out, "%" PRId32, (int32_t) rd32(p));
+        bw_buf_printf(out, "%" PRId32, (int32_t) bw_rd32(p));
         return 0;
     case BW_OID_INT8:
         if (want_len(e, col, len, 8) < 0)
             return -1;
-        bw_buf_printf(out, "%" PRId64, (int64_t) rd64(p));
+        bw_buf_printf(out, "%" PRId64, (int64_t) bw_rd64(p));
         return 0;
     case BW_OID_OID:
         if (want_len(e, col, len, 4) < 0)
             return -1;
-        bw_buf_printf(out, "%" PRIu32, rd32(p));
+        bw_buf_printf(out, "%" PRIu32, bw_rd32(p));
         return 0;
     case BW_OID_FLOAT4: {
         if (want_len(e, col, len, 4) < 0)
             return -1;
-        uint32_t bits = rd32(p);
+        uint32_t bits = bw_rd32(p);
         float f;
         memcpy(&f, &bits, sizeof(f));
         put_float(out, f, true);
@@ -810,7 +795,7 @@ static int put_binary(const enc *e, const bw_column *col, const uint8_t *p, uint
     case BW_OID_FLOAT8: {
         if (want_len(e, col, len, 8) < 0)
             return -1;
-        uint64_t bits = rd64(p);
+        uint64_t bits = bw_rd64(p);
         double d;
         memcpy(&d, &bits, sizeof(d));
         put_float(out, d, false);
@@ -821,20 +806,20 @@ static int put_binary(const enc *e, const bw_column *col, const uint8_t *p, uint
     case BW_OID_DATE:
         if (want_len(e, col, len, 4) < 0)
             return -1;
-        return put_date(e, col, (int32_t) rd32(p));
+        return put_date(e, col, (int32_t) bw_rd32(p));
     case BW_OID_TIME:
         if (want_len(e, col, len, 8) < 0)
             return -1;
-        return put_time(e, col, (int64_t) rd64(p), false, 0);
+        return put_time(e, col, (int64_t) bw_rd64(p), false, 0);
     case BW_OID_TIMETZ:
         if (want_len(e, col, len, 12) < 0)
             return -1;
-        return put_time(e, col, (int64_t) rd64(p), true, (int32_t) rd32(p + 8));
+        return put_time(e, col, (int64_t) bw_rd64(p), true, (int32_t) bw_rd32(p + 8));
     case BW_OID_TIMESTAMP:
     case BW_OID_TIMESTAMPTZ: {
         if (want_len(e, col, len, 8) < 0)
             return -1;
-        int64_t ts = (int64_t) rd64(p);
+        int64_t ts = (int64_t) bw_rd64(p);
         if (put_timestamp(out, ts, col->type_oid == BW_OID_TIMESTAMPTZ) < 0)
             return fail(e, col, "%s of %" PRId64 " microseconds from 2000-01-01 is out of range",
                         type_name(col->type_oid), ts);
@@ -843,7 +828,8 @@ static int put_binary(const enc *e, const bw_column *col, const uint8_t *p, uint
     case BW_OID_INTERVAL:
         if (want_len(e, col, len, 16) < 0)
             return -1;
-        put_interval(out, (int64_t) rd64(p), (int32_t) rd32(p + 8), (int32_t) rd32(p + 12));
+        put_interval(out, (int64_t) bw_rd64(p), (int32_t) bw_rd32(p + 8),
+                     (int32_t) bw_rd32(p + 12));
         return 0;
     case BW_OID_UUID: {
         if (want_len(e, col, len, 16) < 0)

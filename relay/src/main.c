@@ -25,6 +25,7 @@
 #include "pgstream.h"
 #include "producer.h"
 #include "proto.h"
+#include "registry.h"
 #include "route.h"
 
 /* Set by signal handlers, acted on by the loop (the only other globals: see log.h). */
@@ -57,6 +58,9 @@ static int64_t wall_us(void)
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Between schema registry retries: delivery reports keep moving the confirmable position. */
+static void wait_serving_kafka(void *arg, int ms);
+
 static void install_signals(void)
 {
     struct sigaction sa;
@@ -78,8 +82,9 @@ typedef struct relay {
     bw_router router;
     bw_pgstream *pg;
     bw_parser *parser;
-    uint64_t received;  /* highest WAL position read from the stream */
-    uint64_t last_sent; /* last flush position sent to PostgreSQL */
+    bw_registry *registry; /* value.format avro */
+    uint64_t received;     /* highest WAL position read from the stream */
+    uint64_t last_sent;    /* last flush position sent to PostgreSQL */
     int64_t last_feedback_ms;
     int64_t next_feedback_ms;
     int64_t next_stats_ms;
@@ -92,6 +97,13 @@ typedef struct relay {
     char **argv;
     char **envp;
 } relay;
+
+static void wait_serving_kafka(void *arg, int ms)
+{
+    relay *r = arg;
+    for (int64_t until = now_ms() + ms; now_ms() < until && stop_signals == 0;)
+        bw_producer_poll(r->producer, 50);
+}
 
 static bw_pg_status send_feedback(relay *r, char *err, size_t errlen)
 {
@@ -346,9 +358,20 @@ int main(int argc, char **argv, char **envp)
         }
     }
     bw_router_init(&r.router, &r.cfg, r.producer, r.track, &r.metrics);
+    bw_merge_ops merge = bw_json_merge_ops;
+    if (strcmp(r.cfg.value_format, "avro") == 0) {
+        r.registry = bw_registry_new(&r.cfg, wait_serving_kafka, &r, err, sizeof(err));
+        if (r.registry == NULL) {
+            bw_error("%s", err);
+            status = 2;
+            goto out;
+        }
+        r.router.avro = bw_avro_new(r.registry, r.cfg.avro_namespace);
+        merge = bw_avro_merge_ops(r.router.avro);
+    }
     if (r.cfg.coalesce_tables != NULL && r.cfg.coalesce_tables[0] != '\0')
-        r.router.coalescer =
-            bw_coalescer_new(r.track, r.cfg.coalesce_window_ms, r.cfg.coalesce_max_held_bytes);
+        r.router.coalescer = bw_coalescer_new(r.track, r.cfg.coalesce_window_ms,
+                                              r.cfg.coalesce_max_held_bytes, &merge);
     if (r.cfg.signals_enabled)
         r.router.signals =
             bw_signals_new(r.track, r.cfg.signals_interval_ms,
@@ -376,7 +399,7 @@ int main(int argc, char **argv, char **envp)
             atomic_store(&r.metrics.pg_connected, 1);
             /* a fresh session: relation records are sent again by the plugin */
             bw_parser_free(r.parser);
-            r.parser = bw_parser_new(NULL, NULL);
+            r.parser = bw_parser_new(bw_route_relation_free, &r.router);
             bw_lsntrack_keepalive(r.track, confirmed);
             if (confirmed > r.received)
                 r.received = confirmed;
@@ -422,11 +445,13 @@ int main(int argc, char **argv, char **envp)
     status = shutdown_relay(&r, status);
     bw_signals_free(r.router.signals);
     bw_coalescer_free(r.router.coalescer);
-    bw_router_free(&r.router);
 
 out:
     bw_pgstream_free(r.pg);
-    bw_parser_free(r.parser);
+    bw_parser_free(r.parser); /* before the router: it releases the router's per-relation state */
+    bw_avro_free(r.router.avro);
+    bw_registry_free(r.registry);
+    bw_router_free(&r.router);
     if (http)
         bw_http_stop(http);
     bw_producer_free(r.producer);

@@ -181,6 +181,24 @@ const bw_relation *bw_parser_relation(const bw_parser *p, uint32_t relid)
     return find_slot(p, relid)->rel;
 }
 
+const char *bw_record_op(bw_record_type t)
+{
+    switch (t) {
+    case BW_REC_INSERT:
+        return "insert";
+    case BW_REC_UPDATE:
+        return "update";
+    case BW_REC_DELETE:
+        return "delete";
+    case BW_REC_TRUNCATE:
+        return "truncate";
+    case BW_REC_MESSAGE:
+        return "message";
+    default:
+        return "?";
+    }
+}
+
 bw_parser *bw_parser_new(bw_relation_free_cb free_user, void *free_arg)
 {
     bw_parser *p = bw_xcalloc(1, sizeof(*p));

@@ -146,6 +146,26 @@ int bw_parse_chunk(bw_parser *p, const uint8_t *data, size_t len, bw_record_cb c
 
 const bw_relation *bw_parser_relation(const bw_parser *p, uint32_t relid);
 
+/* The name of a record type as messages and headers spell it: "insert", "update", "delete",
+ * "truncate", "message"; "?" for the others. */
+const char *bw_record_op(bw_record_type t);
+
+/* Big-endian integers of the protocol and of PostgreSQL's send formats; p must hold them. */
+static inline uint16_t bw_rd16(const uint8_t *p)
+{
+    return (uint16_t) ((unsigned) p[0] << 8 | p[1]);
+}
+
+static inline uint32_t bw_rd32(const uint8_t *p)
+{
+    return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
+}
+
+static inline uint64_t bw_rd64(const uint8_t *p)
+{
+    return (uint64_t) bw_rd32(p) << 32 | bw_rd32(p + 4);
+}
+
 /* "X/X" as PostgreSQL prints an LSN; buf of at least 18 bytes. */
 const char *bw_lsn_str(uint64_t lsn, char *buf);
 /* Parses "X/X"; returns 0 on success. */

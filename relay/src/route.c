@@ -36,6 +36,7 @@ void bw_router_init(bw_router *r, const bw_config *cfg, bw_producer *p, bw_lsntr
     bw_buf_init(&r->topic);
     bw_buf_init(&r->key);
     bw_buf_init(&r->value);
+    bw_buf_init(&r->json_key);
 }
 
 void bw_router_free(bw_router *r)
@@ -43,6 +44,7 @@ void bw_router_free(bw_router *r)
     bw_buf_free(&r->topic);
     bw_buf_free(&r->key);
     bw_buf_free(&r->value);
+    bw_buf_free(&r->json_key);
 }
 
 /* Kafka topic names: [a-zA-Z0-9._-], at most 249 characters; anything else becomes '_' */
@@ -91,24 +93,6 @@ void bw_topic_name(bw_buf *out, const char *tmpl, const char *prefix, const bw_r
     }
 }
 
-static const char *op_name(bw_record_type t)
-{
-    switch (t) {
-    case BW_REC_INSERT:
-        return "insert";
-    case BW_REC_UPDATE:
-        return "update";
-    case BW_REC_DELETE:
-        return "delete";
-    case BW_REC_TRUNCATE:
-        return "truncate";
-    case BW_REC_MESSAGE:
-        return "message";
-    default:
-        return "?";
-    }
-}
-
 typedef struct header_set {
     bw_header h[6];
     size_t n;
@@ -119,7 +103,7 @@ static void headers_for(header_set *hs, bw_record_type type, const bw_xact *x,
                         const bw_relation *rel, const bw_value *tenant)
 {
     hs->n = 0;
-    const char *op = op_name(type);
+    const char *op = bw_record_op(type);
     hs->h[hs->n++] = (bw_header){"op", op, strlen(op)};
     if (tenant && tenant->kind == 't')
         hs->h[hs->n++] = (bw_header){"tenant", (const char *) tenant->data, tenant->len};
@@ -161,12 +145,36 @@ static bool glob(const char *p, const char *s, size_t slen)
     return *p == '\0' || *p == ',';
 }
 
-/* Is rel in coalesce.tables? Decided once per relation record, kept in rel->user. */
+/* What the router keeps per relation record, in rel->user (the parser lets us). */
+typedef struct rel_state {
+    enum { UNKNOWN, NO, YES } coalesce;
+    bw_avro_rel *avro; /* value.format avro: the relation's schemas; built on first use */
+} rel_state;
+
+static rel_state *state_of(const bw_relation *rel)
+{
+    bw_relation *m = (bw_relation *) rel;
+    if (m->user == NULL)
+        m->user = bw_xcalloc(1, sizeof(rel_state));
+    return m->user;
+}
+
+void bw_route_relation_free(void *router, bw_relation *rel)
+{
+    rel_state *rs = rel->user;
+    (void) router;
+    if (rs == NULL)
+        return;
+    bw_avro_rel_free(rs->avro);
+    free(rs);
+    rel->user = NULL;
+}
+
+/* Is rel in coalesce.tables? Decided once per relation record. */
 static bool coalesced(bw_router *r, const bw_relation *rel)
 {
-    enum { UNKNOWN = 0, NO = 1, YES = 2 };
-    bw_relation *m = (bw_relation *) rel; /* the parser lets us keep a decision in user */
-    if ((uintptr_t) m->user == UNKNOWN) {
+    rel_state *rs = state_of(rel);
+    if (rs->coalesce == UNKNOWN) {
         char name[260];
         int n = snprintf(name, sizeof(name), "%s.%s", rel->schema, rel->table);
         bool yes = false;
@@ -177,9 +185,39 @@ static bool coalesced(bw_router *r, const bw_relation *rel)
             p = strchr(p, ',');
             p = p ? p + 1 : "";
         }
-        m->user = (void *) (uintptr_t) (yes ? YES : NO);
+        rs->coalesce = yes ? YES : NO;
     }
-    return (uintptr_t) m->user == YES;
+    return rs->coalesce == YES;
+}
+
+/* Avro: the relation's schemas, known to the registry under topic (r->topic). */
+static bw_avro_rel *avro_for(bw_router *r, const bw_relation *rel)
+{
+    rel_state *rs = state_of(rel);
+    if (rs->avro == NULL &&
+        (rs->avro = bw_avro_rel_new(r->avro, rel, r->err, sizeof(r->err))) == NULL)
+        return NULL;
+    if (bw_avro_use_topic(r->avro, rs->avro, rel, r->topic.data, r->err, sizeof(r->err)) < 0)
+        return NULL;
+    return rs->avro;
+}
+
+/* The Kafka key of a change in the configured format: 0, 1 when it has none, -1 on error. */
+static int encode_key(bw_router *r, bw_avro_rel *ar, bw_buf *out, const bw_change *c)
+{
+    bw_buf_reset(out);
+    if (ar)
+        return bw_avro_key(r->avro, ar, out, c, r->err, sizeof(r->err));
+    return bw_json_key(out, c, r->err, sizeof(r->err));
+}
+
+static int encode_change(bw_router *r, bw_avro_rel *ar, bw_buf *out, bw_record_type type,
+                         const bw_change *c)
+{
+    bw_buf_reset(out);
+    if (ar)
+        return bw_avro_change(r->avro, ar, out, type, &r->xact, c, r->err, sizeof(r->err));
+    return bw_json_change(out, type, &r->xact, c, r->err, sizeof(r->err));
 }
 
 static int route_change(bw_router *r, const bw_record *rec)
@@ -187,14 +225,15 @@ static int route_change(bw_router *r, const bw_record *rec)
     const bw_change *c = &rec->u.change;
     header_set hs;
     int keyrc;
+    bw_avro_rel *ar = NULL;
 
-    bw_buf_reset(&r->key);
-    bw_buf_reset(&r->value);
-    keyrc = bw_json_key(&r->key, c, r->err, sizeof(r->err));
-    if (keyrc < 0 || bw_json_change(&r->value, rec->type, &r->xact, c, r->err, sizeof(r->err)))
-        return -1;
     bw_topic_name(&r->topic, r->cfg->topic_template, r->cfg->topic_prefix, c->rel,
                   c->tenant.kind == 't' ? (const char *) c->tenant.data : NULL, c->tenant.len);
+    if (r->avro && (ar = avro_for(r, c->rel)) == NULL)
+        return -1;
+    keyrc = encode_key(r, ar, &r->key, c);
+    if (keyrc < 0 || encode_change(r, ar, &r->value, rec->type, c))
+        return -1;
     headers_for(&hs, rec->type, &r->xact, c->rel, &c->tenant);
     atomic_fetch_add(&r->metrics->changes_in, 1);
     bool sent = false;
@@ -207,16 +246,13 @@ static int route_change(bw_router *r, const bw_record *rec)
              */
             bw_change moved = *c;
             moved.old_kind = 'X'; /* the key of the new row */
-            bw_buf_reset(&r->value);
-            if (bw_coalesce_flush_key(r->coalescer, r->topic.data, r->key.data, r->key.len,
+            int movedrc = encode_key(r, ar, &r->json_key, &moved);
+            if (movedrc < 0 ||
+                bw_coalesce_flush_key(r->coalescer, r->topic.data, r->key.data, r->key.len,
                                       bw_route_coalesced, r) ||
-                (bw_json_key(&r->value, &moved, r->err, sizeof(r->err)) == 0 &&
-                 bw_coalesce_flush_key(r->coalescer, r->topic.data, r->value.data, r->value.len,
-                                       bw_route_coalesced, r)))
-                return -1;
-            /* the value buffer was borrowed: encode the change's value again */
-            bw_buf_reset(&r->value);
-            if (bw_json_change(&r->value, rec->type, &r->xact, c, r->err, sizeof(r->err)))
+                (movedrc == 0 &&
+                 bw_coalesce_flush_key(r->coalescer, r->topic.data, r->json_key.data,
+                                       r->json_key.len, bw_route_coalesced, r)))
                 return -1;
         } else {
             int rc = bw_coalesce_offer(r->coalescer, mono_ms(), rec->type, r->topic.data,
@@ -231,10 +267,20 @@ static int route_change(bw_router *r, const bw_record *rec)
                                   keyrc == 0 ? r->key.len : 0, r->value.data, r->value.len, hs.h,
                                   hs.n, r->entry, r->err, sizeof(r->err)))
         return -1;
-    if (r->signals && c->tenant.kind == 't')
+    if (r->signals && c->tenant.kind == 't') {
+        /* sample keys are JSON in signals, whatever the row format */
+        const bw_buf *sample = &r->key;
+        if (ar) {
+            bw_buf_reset(&r->json_key);
+            keyrc = bw_json_key(&r->json_key, c, r->err, sizeof(r->err));
+            if (keyrc < 0)
+                return -1;
+            sample = &r->json_key;
+        }
         bw_signals_note(r->signals, mono_ms(), (const char *) c->tenant.data, c->tenant.len, c->rel,
-                        rec->type, keyrc == 0 ? r->key.data : NULL, keyrc == 0 ? r->key.len : 0,
+                        rec->type, keyrc == 0 ? sample->data : NULL, keyrc == 0 ? sample->len : 0,
                         &r->xact, r->entry);
+    }
     return 0;
 }
 
@@ -276,6 +322,15 @@ static int route_truncate(bw_router *r, const bw_record *rec)
         const bw_relation *rel = t->rels[i];
         header_set hs;
 
+        bw_topic_name(&r->topic, r->cfg->topic_template, r->cfg->topic_prefix, rel, NULL, 0);
+        headers_for(&hs, BW_REC_TRUNCATE, &r->xact, rel, NULL);
+        if (r->avro) {
+            bw_avro_rel *ar = avro_for(r, rel);
+            if (ar == NULL || bw_avro_truncate(r->avro, ar, &r->value, &r->xact, t->options, r->err,
+                                               sizeof(r->err)) < 0)
+                return -1;
+            goto send;
+        }
         bw_buf_reset(&r->value);
         bw_buf_printf(&r->value,
                       "{\"op\":\"truncate\",\"xid\":%" PRIu32
@@ -292,8 +347,7 @@ static int route_truncate(bw_router *r, const bw_record *rec)
         bw_buf_json_string(&r->value, rel->table, strlen(rel->table));
         bw_buf_printf(&r->value, ",\"cascade\":%s,\"restart_identity\":%s}",
                       (t->options & 1) ? "true" : "false", (t->options & 2) ? "true" : "false");
-        bw_topic_name(&r->topic, r->cfg->topic_template, r->cfg->topic_prefix, rel, NULL, 0);
-        headers_for(&hs, BW_REC_TRUNCATE, &r->xact, rel, NULL);
+    send:
         if (bw_producer_send(r->producer, r->topic.data, NULL, 0, r->value.data, r->value.len, hs.h,
                              hs.n, r->entry, r->err, sizeof(r->err)))
             return -1;
@@ -417,7 +471,7 @@ static int route_record(bw_router *r, const bw_record *rec)
     case BW_REC_DELETE:
     case BW_REC_TRUNCATE:
         if (r->entry == NULL) {
-            snprintf(r->err, sizeof(r->err), "%s outside a transaction", op_name(rec->type));
+            snprintf(r->err, sizeof(r->err), "%s outside a transaction", bw_record_op(rec->type));
             return -1;
         }
         return rec->type == BW_REC_TRUNCATE ? route_truncate(r, rec) : route_change(r, rec);

@@ -6,6 +6,7 @@
 #ifndef BW_ROUTE_H
 #define BW_ROUTE_H
 
+#include "avro_encode.h"
 #include "buf.h"
 #include "coalesce.h"
 #include "config.h"
@@ -22,10 +23,12 @@ typedef struct bw_router {
     bw_metrics *metrics;
     bw_signals *signals;     /* NULL when signals.enabled is false */
     bw_coalescer *coalescer; /* NULL when coalesce.tables is empty */
+    bw_avro *avro;           /* NULL unless value.format is avro */
     bw_xact xact;            /* the transaction being read */
     bw_txn_entry *entry;     /* its tracker entry; NULL outside a transaction */
     bw_buf topic, key, value;
-    char err[1024]; /* why bw_route_record failed */
+    bw_buf json_key; /* a signal's sample key is JSON whatever the row format */
+    char err[1024];  /* why bw_route_record failed */
 } bw_router;
 
 void bw_router_init(bw_router *r, const bw_config *cfg, bw_producer *p, bw_lsntrack *t,
@@ -43,6 +46,9 @@ int bw_route_coalesced(void *router, const char *topic, const char *key, size_t 
 
 /* bw_signal_emit_cb: publishes a tenant signal to signals.topic, keyed by tenant. */
 int bw_route_signal(void *router, const bw_signal *sig);
+
+/* bw_relation_free_cb: releases what the router kept in rel->user. */
+void bw_route_relation_free(void *router, bw_relation *rel);
 
 /* The stream broke mid-transaction: its entry must never confirm anything. */
 void bw_router_abandon(bw_router *r);

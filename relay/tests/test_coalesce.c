@@ -46,7 +46,7 @@ static int offer(bw_coalescer *c, out *o, int64_t now, bw_record_type op, const 
 TEST(coalesce_calm_goes_at_once_storm_merges_per_window)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_coalescer *c = bw_coalescer_new(t, 100, 1 << 20);
+    bw_coalescer *c = bw_coalescer_new(t, 100, 1 << 20, &bw_json_merge_ops);
     out o = {.track = t};
     bw_txn_entry *e = bw_lsntrack_begin(t, 1000);
     ASSERT_EQ(offer(c, &o, 0, BW_REC_UPDATE, "{\"op\":\"update\",\"new\":{\"v\":0}}", e), 0);
@@ -71,7 +71,7 @@ TEST(coalesce_calm_goes_at_once_storm_merges_per_window)
 TEST(coalesce_merge_rules)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_coalescer *c = bw_coalescer_new(t, 100, 1 << 20);
+    bw_coalescer *c = bw_coalescer_new(t, 100, 1 << 20, &bw_json_merge_ops);
     out o = {.track = t};
     bw_txn_entry *e = bw_lsntrack_begin(t, 1000);
     offer(c, &o, 0, BW_REC_DELETE, "{\"op\":\"delete\"}", e); /* calm: at once */
@@ -112,7 +112,7 @@ TEST(coalesce_merge_rules)
 TEST(coalesce_unchanged_toast_taken_from_the_held_change)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_coalescer *c = bw_coalescer_new(t, 100, 1 << 20);
+    bw_coalescer *c = bw_coalescer_new(t, 100, 1 << 20, &bw_json_merge_ops);
     out o = {.track = t};
     bw_txn_entry *e = bw_lsntrack_begin(t, 1000);
     offer(c, &o, 0, BW_REC_UPDATE, "{\"op\":\"update\",\"new\":{\"id\":1,\"big\":\"x\"}}", e);
@@ -131,7 +131,7 @@ TEST(coalesce_unchanged_toast_taken_from_the_held_change)
 TEST(coalesce_holds_the_confirmable_position)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_coalescer *c = bw_coalescer_new(t, 100, 1 << 20);
+    bw_coalescer *c = bw_coalescer_new(t, 100, 1 << 20, &bw_json_merge_ops);
     out o = {.track = t};
     bw_txn_entry *e1 = bw_lsntrack_begin(t, 10);
     offer(c, &o, 0, BW_REC_UPDATE, "{\"op\":\"update\",\"new\":{\"v\":1}}", e1);
@@ -153,7 +153,7 @@ TEST(coalesce_holds_the_confirmable_position)
 TEST(coalesce_memory_bound_flushes_early)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_coalescer *c = bw_coalescer_new(t, 100000, 64);
+    bw_coalescer *c = bw_coalescer_new(t, 100000, 64, &bw_json_merge_ops);
     out o = {.track = t};
     bw_txn_entry *e = bw_lsntrack_begin(t, 1000);
     offer(c, &o, 0, BW_REC_UPDATE, "{\"op\":\"update\",\"new\":{\"v\":0}}", e);
@@ -173,7 +173,7 @@ TEST(coalesce_memory_bound_flushes_early)
 TEST(coalesce_windows_of_many_keys_stay_within_the_bound)
 {
     bw_lsntrack *t = bw_lsntrack_new(0);
-    bw_coalescer *c = bw_coalescer_new(t, 100000, 65536);
+    bw_coalescer *c = bw_coalescer_new(t, 100000, 65536, &bw_json_merge_ops);
     out o = {.track = t};
     bw_txn_entry *e = bw_lsntrack_begin(t, 1000);
     /* a storm over 100k distinct keys: each first change is calm, each opens a window */

@@ -318,7 +318,15 @@ TEST(config_error_values)
     expect_error(NULL, NULL, L("--decoder.missing_tenant=ignore"),
                  L("expected one of pass, drop, error"));
     expect_error("[value]\nformat = avro\n", NULL, NULL,
-                 L(":2: value.format = \"avro\": avro is not supported yet; use json"));
+                 L("value.format=avro (", ":2) needs schema_registry.url"));
+    expect_error(NULL, NULL, L("--value.format=avro", "--schema_registry.url=localhost:8081"),
+                 L("flag --schema_registry.url", "\"localhost:8081\" is not an http:// or "
+                                                 "https:// URL"));
+    expect_error(NULL, NULL, L("--avro.namespace=com.9x"),
+                 L("flag --avro.namespace", "expected dot-separated Avro names"));
+    expect_error(NULL, NULL, L("--avro.namespace=com-x"), L("'-' cannot be in an Avro namespace"));
+    expect_error(NULL, NULL, L("--schema_registry.compatibility=backward"),
+                 L("expected BACKWARD, BACKWARD_TRANSITIVE"));
     expect_error(NULL, NULL, L("--value.format=xml"), L("expected one of json, avro"));
     expect_error(NULL, NULL, L("--topic.template={prefix}.{tabel}"),
                  L("topic.template = \"{prefix}.{tabel}\": unknown placeholder {tabel}; the "

@@ -205,8 +205,9 @@ def test_environment_and_flags_reach_every_key(relay_binary):
     for key, info in table_keys().items():
         value = info["default"]
         if value is None:
-            value = "error" if key == "decoder.missing_tenant" else (
-                "insert" if key == "decoder.actions" else "x")
+            value = {"decoder.missing_tenant": "error", "decoder.actions": "insert",
+                     "schema_registry.url": "http://registry:8081",
+                     "schema_registry.compatibility": "BACKWARD"}.get(key, "x")
         done = run(relay_binary, f"--{key}={value}", "--check-config")
         assert done.returncode == 0, f"--{key}={value}: {done.stderr}"
         var = "BREAKWATER_" + key.upper().replace(".", "_")
