@@ -1,7 +1,9 @@
 """The measuring half of bench/e2e/run.sh: runs one pipeline (breakwater-relay, pg_recvlogical
 piped to kcat, or pg_recvlogical alone), times it and appends one JSON record to --out.
 
-  drive.py topics    --bootstrap B TOPIC...            create topics (LogAppendTime), warm up
+  drive.py topics    --bootstrap B [--registry URL] TOPIC...
+                                                       create topics (LogAppendTime), warm up the
+                                                       broker (and the schema registry)
   drive.py drain-relay   ...                           drain a backlog through breakwater-relay
   drive.py drain-kcat    ...                           drain it through pg_recvlogical | kcat
   drive.py drain-floor   ...                           drain it through pg_recvlogical > /dev/null
@@ -15,7 +17,8 @@ CPU is user + system time of the pipeline's own processes (all their threads) fr
 /proc/<pid>/stat, or from wait4() for processes that exit by themselves; peak RSS is VmHWM from
 /proc/<pid>/status, or ru_maxrss. Latency is the message's LogAppendTime (Kafka's clock, in
 milliseconds) minus the transaction's commit time (PostgreSQL's clock, in microseconds); both
-clocks are this machine's.
+clocks are this machine's. A drain's bytes in Kafka are the sizes of its topic's log segments in
+the broker's data directory (--kafka-data), read once the watermarks show every message.
 """
 import argparse
 import datetime
@@ -105,6 +108,20 @@ def topic_count(bootstrap, topic):
         c.close()
 
 
+def topic_log_bytes(data_dir, topic):
+    """Bytes of a topic's log segments on the broker's disk (every partition's *.log files, so
+    record batches, keys, values and headers as Kafka stores them); None without a data
+    directory. The admin API of confluent-kafka has no DescribeLogDirs, and the broker is local."""
+    if not data_dir:
+        return None
+    total = 0
+    for d in os.listdir(data_dir):
+        if d.rpartition("-")[0] == topic and d.rpartition("-")[2].isdigit():
+            part = os.path.join(data_dir, d)
+            total += sum(os.path.getsize(os.path.join(part, f)) for f in os.listdir(part) if f.endswith(".log"))
+    return total
+
+
 def wait_count(bootstrap, topic, want, timeout):
     deadline = time.monotonic() + timeout
     while True:
@@ -190,7 +207,7 @@ def cmd_topics(a):
     """Creates the topics with message.timestamp.type=LogAppendTime, then warms the broker up with
     an idempotent producer: a fresh broker answers the first producer-id request with
     "coordinator load in progress" and a retry, and its JIT is cold; neither must land inside a
-    timed run."""
+    timed run. With --registry, the schema registry is warmed up too."""
     admin = AdminClient({"bootstrap.servers": a.bootstrap})
     futs = admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1,
                                          config={"message.timestamp.type": "LogAppendTime"})
@@ -211,7 +228,24 @@ def cmd_topics(a):
         p.poll(0)
     if p.flush(60) != 0:
         raise Broke("warm-up messages were not acknowledged within 60 s")
+    if a.registry:
+        warm_up_registry(a.registry)
     return {"topics": len(a.topics)}
+
+
+def warm_up_registry(url):
+    """Registers schemas under throwaway subjects, the way the relay does (POST
+    /subjects/{subject}/versions): a fresh registry's JVM takes a quarter of a second over its
+    first registrations, which would otherwise land in the first Avro drain."""
+    for i in range(100):
+        schema = {"type": "record", "name": "Warmup", "namespace": "bench.e2e",
+                  "fields": [{"name": f"f{j}", "type": ["null", "long"], "default": None} for j in range(i % 10 + 1)]}
+        body = json.dumps({"schema": json.dumps(schema)}).encode()
+        req = urllib.request.Request(f"{url}/subjects/bench.e2e.warmup-{i}-value/versions", data=body,
+                                     headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            if "id" not in json.loads(r.read()):
+                raise Broke(f"the schema registry at {url} answered a registration without an id")
 
 
 # ---- drains ------------------------------------------------------------------------------------
@@ -257,6 +291,7 @@ def cmd_drain_relay(a):
     if rc != 0:
         raise Broke(f"the relay exited with status {rc} after SIGTERM: {tail(a.log)}")
     rec["in_kafka"] = wait_count(a.bootstrap, a.topic, a.messages, 10)
+    rec["kafka_bytes"] = topic_log_bytes(a.kafka_data, a.topic)
     if rec["in_kafka"] != a.messages:
         raise Broke(f"topic {a.topic} holds {rec['in_kafka']} messages, expected {a.messages}", rec)
     if rec.get("errors"):
@@ -285,6 +320,7 @@ def cmd_drain_kcat(a):
     rec = {"wall_s": t1 - t0, "wall_recvlogical_s": t_rl - t0, "cpu_s": cpu1 + cpu2,
            "cpu_recvlogical_s": cpu1, "cpu_kcat_s": cpu2, "peak_rss_mb": rss1 + rss2}
     rec["in_kafka"] = wait_count(a.bootstrap, a.topic, a.messages, 10)
+    rec["kafka_bytes"] = topic_log_bytes(a.kafka_data, a.topic)
     if rec["in_kafka"] != a.messages:
         raise Broke(f"topic {a.topic} holds {rec['in_kafka']} messages, expected {a.messages}", rec)
     if slot_confirmed(a.dsn, a.slot) < lsn_int(a.end):
@@ -509,6 +545,7 @@ def main():
 
     p = sub.add_parser("topics")
     p.add_argument("--bootstrap", required=True)
+    p.add_argument("--registry", default="", help="schema registry base URL (Confluent API) to warm up")
     p.add_argument("topics", nargs="+")
 
     for name in ("drain-relay", "drain-kcat", "drain-floor"):
@@ -521,6 +558,7 @@ def main():
         p.add_argument("--config", default="")
         p.add_argument("--port", type=int, default=0)
         p.add_argument("--timeout", type=float, default=300)
+        p.add_argument("--kafka-data", default="", help="the broker's log.dirs, to size the topic")
         p.add_argument("--pg-recvlogical", default="pg_recvlogical")
 
     for name in ("steady-relay", "steady-kcat"):

@@ -9,6 +9,7 @@ import sys
 
 DRAIN_LABELS = {
     "relay": "breakwater-relay -> Kafka (acks=all)",
+    "relay-avro": "breakwater-relay, value.format=avro",
     "kcat": "pg_recvlogical wal2json v2 | kcat -P",
     "floor": "pg_recvlogical breakwater > /dev/null",
 }
@@ -79,6 +80,9 @@ def main():
     med = {k: statistics.median(r["wall_s"] for r in v) for k, v in ok.items() if v}
     med_cpu = {k: statistics.median(r["cpu_s"] for r in v) for k, v in ok.items() if v}
     max_rss = {k: max(r["peak_rss_mb"] for r in v) for k, v in ok.items() if v}
+    # the topic's log segments on the broker's disk (records without it: an older drive.py)
+    med_bytes = {k: statistics.median(r["kafka_bytes"] for r in v) for k, v in ok.items()
+                 if v and all(r.get("kafka_bytes") is not None for r in v)}
     out.append(f"1. Backlog drain: public.main, {a.rows} inserts in 1000-row transactions, then {a.rows} "
                f"updates in 10k-row transactions")
     out.append(f"   ({a.changes} changes in {a.txns} transactions, {a.wal_mb} MB of WAL, written in "
@@ -87,45 +91,72 @@ def main():
     out.append("   confirmed LSN >= the end of the backlog (relay), kcat has exited after pg_recvlogical reached")
     out.append("   the end (kcat), pg_recvlogical has exited (floor). CPU and peak RSS: the pipeline's own")
     out.append("   processes (relay; pg_recvlogical + kcat), not PostgreSQL's walsender nor the broker.")
+    out.append("   value.format=avro: the same relay writing Confluent-framed Avro, schemas registered in a local")
+    out.append("   schema registry (Apicurio, Confluent API). CPU us/chg: CPU s per change (kcat's BEGIN/COMMIT")
+    out.append("   lines not counted). Kafka MB: the topic's log segments on the broker's disk.")
     rows = []
-    for k in ("relay", "kcat", "floor"):
+    for k in ("relay", "relay-avro", "kcat", "floor"):
         if k not in drains:
             continue
         if k not in med:
-            rows.append((DRAIN_LABELS[k], "error", "", "", "", "", "", ""))
+            rows.append((DRAIN_LABELS[k], "error") + ("",) * 8)
             continue
         walls = [r["wall_s"] for r in ok[k]]
         rows.append((
             DRAIN_LABELS[k], f"{med[k]:.2f}", f"{min(walls):.2f}-{max(walls):.2f}",
-            f"{a.changes / med[k]:,.0f}", f"{med_cpu[k]:.2f}", f"{max_rss[k]:.0f}",
+            f"{a.changes / med[k]:,.0f}", f"{med_cpu[k]:.2f}", f"{1e6 * med_cpu[k] / a.changes:.1f}",
+            f"{max_rss[k]:.0f}", f"{med_bytes[k] / 1e6:.1f}" if k in med_bytes else "-",
             f"{med[k] / med['kcat']:.2f}x" if "kcat" in med else "-",
             f"{med[k] / med['floor']:.2f}x" if "floor" in med else "-",
         ))
     out += ["   " + line for line in table(
-        ("pipeline", "median s", "min-max s", "changes/s", "CPU s", "peak RSS MB", "x kcat", "x floor"),
-        (38, 8, 11, 10, 6, 11, 7, 7), rows)]
-    if "relay" in ok and ok["relay"]:
-        first = statistics.median(r["first_ack_s"] for r in ok["relay"])
-        ack = statistics.median(r["wall_ack_s"] for r in ok["relay"])
-        after = statistics.median(a.changes / (r["wall_ack_s"] - r["first_ack_s"]) for r in ok["relay"])
-        out.append(f"   relay (medians): first message acknowledged after {first:.2f} s, last after {ack:.2f} s, "
-                   f"confirmed LSN past the end after {med['relay']:.2f} s;")
+        ("pipeline", "median s", "min-max s", "changes/s", "CPU s", "CPU us/chg", "peak RSS MB", "Kafka MB",
+         "x kcat", "x floor"),
+        (37, 8, 11, 9, 6, 10, 11, 8, 6, 7), rows)]
+    ack_rate = {}   # changes/s from the first acknowledgement to the last, median
+    for k, name in (("relay", "relay"), ("relay-avro", "relay, avro")):
+        if not ok.get(k):
+            continue
+        first = statistics.median(r["first_ack_s"] for r in ok[k])
+        ack = statistics.median(r["wall_ack_s"] for r in ok[k])
+        after = ack_rate[k] = statistics.median(a.changes / (r["wall_ack_s"] - r["first_ack_s"]) for r in ok[k])
+        out.append(f"   {name} (medians): first message acknowledged after {first:.2f} s, last after {ack:.2f} s, "
+                   f"confirmed LSN past the end after {med[k]:.2f} s;")
         out.append(f"   {after:,.0f} changes/s from the first acknowledgement to the last")
         if first > 0.5:
             out.append("   (the relay names its topic first in a produce call; librdkafka 2.0 looks such a topic up")
             out.append("   only on its 1-second topic scan, so the first message waits up to 1 s: see bench/README.md)")
+    if "relay" in med and "relay-avro" in med:
+        # throughput: changes/s, avro over json; CPU and bytes: per message, avro over json. The
+        # drain ends at a status update (the confirmed LSN moves once per relay.status_interval_ms),
+        # so the wall-time ratio is coarse: the ratio between acknowledgements goes beside it.
+        line = (f"   avro/json: {med['relay'] / med['relay-avro']:.2f}x throughput "
+                f"({ack_rate['relay-avro'] / ack_rate['relay']:.2f}x from first to last acknowledgement), "
+                f"{med_cpu['relay-avro'] / med_cpu['relay']:.2f}x CPU per message, "
+                f"{max_rss['relay-avro'] / max_rss['relay']:.2f}x peak RSS")
+        if "relay" in med_bytes and "relay-avro" in med_bytes:
+            line += f", {med_bytes['relay-avro'] / med_bytes['relay']:.2f}x bytes in Kafka"
+        out.append(line)
+    elif "relay" in drains and "relay-avro" in drains:
+        out.append("   avro/json: not measured (a drain broke: see errors)")
+    per = [f"{name} {med_bytes[k] / a.changes:.0f}" for k, name in
+           (("relay", "relay json"), ("relay-avro", "relay avro"), ("kcat", "kcat (wal2json v2)"))
+           if k in med_bytes]
+    if per:
+        out.append("   bytes in Kafka per change (log segments: record batches, keys, values, headers): " + ", ".join(per))
     if "kcat" in ok and ok["kcat"]:
         rl = statistics.median(r["wall_recvlogical_s"] for r in ok["kcat"])
         cpu_rl = statistics.median(r["cpu_recvlogical_s"] for r in ok["kcat"])
         cpu_kc = statistics.median(r["cpu_kcat_s"] for r in ok["kcat"])
         out.append(f"   kcat pipeline: pg_recvlogical reached the end after {rl:.2f} s; CPU {cpu_rl:.2f} s "
                    f"pg_recvlogical + {cpu_kc:.2f} s kcat")
-    out.append("   messages in Kafka (topic watermarks after each drain):")
-    for k in ("relay", "kcat"):
+    out.append("   messages in Kafka (topic watermarks after each drain), and the topic's log on disk:")
+    for k in ("relay", "relay-avro", "kcat"):
         for r in drains.get(k, []):
             if "in_kafka" in r:
+                size = f" {r['kafka_bytes'] / 1e6:8.1f} MB" if r.get("kafka_bytes") is not None else ""
                 extra = (f" ({a.changes} changes + {2 * a.txns} BEGIN/COMMIT lines)" if k == "kcat" else "")
-                out.append(f"     {r['topic']:28} {r['in_kafka']:>8}{extra}")
+                out.append(f"     {r['topic']:28} {r['in_kafka']:>8}{size}{extra}")
     out.append("")
 
     # ---- steady

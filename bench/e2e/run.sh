@@ -11,13 +11,18 @@
 #      relay   breakwater-relay into Kafka (acks=all, idempotent, confirms only what Kafka
 #              acknowledged); done when its /metrics show every change delivered and the
 #              confirmed LSN at or past the end of the backlog;
+#      avro    the same relay with value.format=avro: keys and values in the Confluent wire
+#              format, schemas registered in a schema registry (Apicurio, Confluent API) that
+#              runs beside the broker during the drains;
 #      kcat    pg_recvlogical -o format-version=2 (wal2json) --start -E <end> -f - | kcat -P:
 #              no delivery guarantee; done when kcat has exited (it flushes at EOF);
 #      floor   pg_recvlogical with breakwater's binary format into /dev/null: decoding and the
 #              replication connection alone, no Kafka.
-#    Drains run in rounds, each round starting with another pipeline; the report gives medians.
-#    Recorded: wall time, CPU seconds and peak RSS of the pipeline's own processes, and the
-#    messages in each Kafka topic (watermarks), which must be all of them.
+#    Drains run in rounds, each round in another order (a Williams design: each pipeline in each
+#    position, and after each other one, once every 4 rounds); the report gives medians.
+#    Recorded: wall time, CPU seconds and peak RSS of the pipeline's own processes, the messages
+#    in each Kafka topic (watermarks), which must be all of them, and the topic's bytes on the
+#    broker's disk.
 # 2. Steady load. pgbench, one-row UPDATE per transaction on public.accounts keyed by
 #    (tenant_id, id) (50 tenants, random tenant and id), synchronous_commit=on, at each fixed
 #    rate (-R) for --duration seconds with -c 4 -j 2, while one pipeline streams its own fresh
@@ -38,7 +43,8 @@
 #   --relay PATH    the breakwater-relay to measure (default: relay/breakwater-relay)
 #   --keep          keep the work directory (server logs, relay logs, records) under /tmp
 #
-# Needs `make` (decoder/breakwater.so, relay/breakwater-relay) and tests/.venv (make deps).
+# Needs `make` (decoder/breakwater.so, relay/breakwater-relay), and tests/.venv, the broker's jars
+# and the schema registry's distribution (make deps).
 # Writes the report to bench/.out/e2e.txt and every run's record to bench/.out/e2e-runs.jsonl.
 set -euo pipefail
 
@@ -97,6 +103,7 @@ tenants=50 ids_per_tenant=2000
 work=$(mktemp -d /tmp/bw-bench-e2e.XXXXXX)
 chmod 755 "$work"
 cleanup() {
+  "$top/tests/lib/registry.sh" stop "$work/registry" || true
   "$top/tests/lib/kafka.sh" stop "$work/kafka" || true
   "$top/tests/lib/pgcluster.sh" stop "$work/pg" || true
   if [ $keep -eq 1 ]; then echo "work directory kept in $work" >&2; else rm -rf "$work"; fi
@@ -104,9 +111,9 @@ cleanup() {
 trap cleanup EXIT
 
 t_start=$EPOCHREALTIME
-echo "starting PostgreSQL and Kafka..." >&2
+echo "starting PostgreSQL, Kafka and the schema registry..." >&2
 env_file=$("$top/tests/lib/pgcluster.sh" start "$work/pg" \
-  --set "max_replication_slots=$((3 * reps + 10))" --set "max_wal_senders=$((3 * reps + 10))" \
+  --set "max_replication_slots=$((4 * reps + 10))" --set "max_wal_senders=$((4 * reps + 10))" \
   --set autovacuum=off --set checkpoint_timeout=1h --set max_wal_size=8GB \
   --set shared_buffers=256MB --set synchronous_commit=on)
 # shellcheck disable=SC1090
@@ -115,6 +122,9 @@ kafka_env=$("$top/tests/lib/kafka.sh" start "$work/kafka")
 # shellcheck disable=SC1090
 . "$kafka_env"
 bootstrap=$BW_KAFKA_BOOTSTRAP
+registry_env=$("$top/tests/lib/registry.sh" start "$work/registry")
+# shellcheck disable=SC1090
+. "$registry_env"
 dsn="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 
 psql_q() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
@@ -143,12 +153,13 @@ SQL
 
 # Topics beforehand, all with LogAppendTime; the relay's topic for public.X is <prefix>.public.X.
 topics=()
-for ((r = 1; r <= reps; r++)); do topics+=("drain_r$r.public.main" "w2j_drain_r$r"); done
+for ((r = 1; r <= reps; r++)); do topics+=("drain_r$r.public.main" "avro_r$r.public.main" "w2j_drain_r$r"); done
 IFS=, read -ra rate_list <<<"$rates"
 for ((s = 1; s <= steady_reps; s++)); do
   for rate in "${rate_list[@]}"; do topics+=("lat_${rate}_$s.public.accounts" "w2j_lat_${rate}_$s"); done
 done
-"$py" "$here/drive.py" topics --bootstrap "$bootstrap" "${topics[@]}" || die "could not create the topics"
+"$py" "$here/drive.py" topics --bootstrap "$bootstrap" --registry "$BW_REGISTRY_URL" "${topics[@]}" \
+  || die "could not create the topics or warm up the servers"
 
 # drive SUBCOMMAND ARGS...: one measured run; drive.py appends its record to $runs (also when the
 # run broke). A run that left no record at all gets one here, so the report always sees it.
@@ -164,7 +175,7 @@ drive() {
   fi
 }
 
-# relay_config FILE SLOT CREATE TABLES PREFIX
+# relay_config FILE SLOT CREATE TABLES PREFIX [FORMAT]; FORMAT avro adds the schema registry
 relay_config() {
   cat >"$1" <<INI
 [pg]
@@ -181,12 +192,21 @@ bootstrap.servers = $bootstrap
 [relay]
 stats_interval_ms = 0
 INI
+  if [ "${6:-json}" = avro ]; then
+    cat >>"$1" <<INI
+[value]
+format = avro
+[schema_registry]
+url = $BW_REGISTRY_URL
+INI
+  fi
 }
 
 # ---- 1. backlog drain --------------------------------------------------------------------------
 
 for ((r = 1; r <= reps; r++)); do
   psql_q -c "SELECT pg_create_logical_replication_slot('relay_r$r', 'breakwater'),
+                    pg_create_logical_replication_slot('avro_r$r', 'breakwater'),
                     pg_create_logical_replication_slot('kcat_r$r', 'wal2json'),
                     pg_create_logical_replication_slot('floor_r$r', 'breakwater')" >/dev/null
 done
@@ -210,7 +230,7 @@ workload() {
   done
 }
 
-echo "drain: workload ($changes changes in $txns transactions) with $((3 * reps)) idle slots..." >&2
+echo "drain: workload ($changes changes in $txns transactions) with $((4 * reps)) idle slots..." >&2
 t0=$EPOCHREALTIME
 start_lsn=$(psql_q -c "SELECT pg_current_wal_insert_lsn()")
 workload | psql_q >/dev/null
@@ -220,22 +240,38 @@ wal_mb=$(psql_q -c "SELECT round(('$end'::pg_lsn - '$start_lsn'::pg_lsn) / 1e6, 
 workload_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
 echo "drain: workload took $workload_s s, $wal_mb MB of WAL, end $end" >&2
 
-pipelines=(relay kcat floor)
+# Round r runs the pipelines in the order williams + (r - 1), modulo their number: williams is
+# 0, 1, n-1, 2, n-2, ..., so that over n rounds (n even) each pipeline runs once in each position
+# and once right after each other pipeline. What ran just before (fresh Kafka log in the page
+# cache, a walsender that just exited) then weighs on every pipeline alike, relay and avro included.
+pipelines=(relay avro kcat floor)
+n=${#pipelines[@]}
+williams=(0) lo=1 hi=$((n - 1))
+while [ ${#williams[@]} -lt $n ]; do
+  williams+=($lo); lo=$((lo + 1))
+  if [ ${#williams[@]} -lt $n ]; then williams+=($hi); hi=$((hi - 1)); fi
+done
 for ((r = 1; r <= reps; r++)); do
-  for ((i = 0; i < ${#pipelines[@]}; i++)); do
-    p=${pipelines[$(((i + r - 1) % ${#pipelines[@]}))]}
+  for ((i = 0; i < n; i++)); do
+    p=${pipelines[$(((williams[i] + r - 1) % n))]}
     case $p in
       relay)
         relay_config "$work/relay_r$r.conf" "relay_r$r" false public.main "drain_r$r"
         drive drain-relay --label relay --out "$runs" --bootstrap "$bootstrap" \
           --topic "drain_r$r.public.main" --log "$work/relay_r$r.log" --dsn "$dsn" --end "$end" \
           --messages "$changes" --relay "$relay" --config "$work/relay_r$r.conf" \
-          --port "$(free_port)" ;;
+          --port "$(free_port)" --kafka-data "$BW_KAFKA_DIR/data" ;;
+      avro)
+        relay_config "$work/avro_r$r.conf" "avro_r$r" false public.main "avro_r$r" avro
+        drive drain-relay --label relay-avro --out "$runs" --bootstrap "$bootstrap" \
+          --topic "avro_r$r.public.main" --log "$work/avro_r$r.log" --dsn "$dsn" --end "$end" \
+          --messages "$changes" --relay "$relay" --config "$work/avro_r$r.conf" \
+          --port "$(free_port)" --kafka-data "$BW_KAFKA_DIR/data" ;;
       kcat)
         drive drain-kcat --label kcat --out "$runs" --bootstrap "$bootstrap" \
           --topic "w2j_drain_r$r" --log "$work/kcat_r$r.log" --dsn "$dsn" --end "$end" \
           --messages $((changes + 2 * txns)) --slot "kcat_r$r" --option format-version=2 \
-          --pg-recvlogical "$bindir/pg_recvlogical" ;;
+          --pg-recvlogical "$bindir/pg_recvlogical" --kafka-data "$BW_KAFKA_DIR/data" ;;
       floor)
         drive drain-floor --label floor --out "$runs" --bootstrap "$bootstrap" \
           --log "$work/floor_r$r.log" --dsn "$dsn" --end "$end" --slot "floor_r$r" \
@@ -247,6 +283,11 @@ for ((r = 1; r <= reps; r++)); do
 done
 # the consumed slots hold nothing back; drop them so that the steady load runs beside no slot
 psql_q -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots" >/dev/null
+# the steady load has no Avro variant: stop the registry so that its JVM is not beside it (a
+# registry that died during the drains is reported)
+registry_gone=0
+kill -0 "$BW_REGISTRY_PID" 2>/dev/null || registry_gone=1
+"$top/tests/lib/registry.sh" stop "$work/registry" || true
 # the drains left about a gigabyte of dirty pages (Kafka's logs, WAL): write them out now, or the
 # kernel's writeback stalls the steady load's first run at random
 sync
@@ -291,6 +332,9 @@ if grep -E 'TRAP|terminated by signal|PANIC' "$work/pg/server.log" >/dev/null; t
 fi
 if ! kill -0 "$BW_KAFKA_PID" 2>/dev/null; then
   echo "the Kafka broker (pid $BW_KAFKA_PID) is gone; its log: $(tail -n 5 "$BW_KAFKA_LOG" | tr '\n' ' ')" >>"$errors"
+fi
+if [ $registry_gone -eq 1 ]; then
+  echo "the schema registry (pid $BW_REGISTRY_PID) died during the drains; its log: $(tail -n 5 "$BW_REGISTRY_LOG" | tr '\n' ' ')" >>"$errors"
 fi
 elapsed=$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
 
