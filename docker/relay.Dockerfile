@@ -5,19 +5,21 @@ FROM debian:bookworm-slim AS build
 RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends \
-        build-essential pkg-config librdkafka-dev libpq-dev libinih-dev libmicrohttpd-dev libjansson-dev; \
+        build-essential pkg-config librdkafka-dev libpq-dev libinih-dev libmicrohttpd-dev libjansson-dev \
+        libavro-dev libcurl4-openssl-dev; \
     rm -rf /var/lib/apt/lists/*
 COPY relay/ /usr/src/breakwater/relay/
 # clean first: a binary or objects from the host must never stand in for this build
 RUN make -C /usr/src/breakwater/relay clean && make -C /usr/src/breakwater/relay WERROR=1
 
 FROM debian:bookworm-slim
-# the runtime libraries of the build stage's -dev packages, and CA certificates for TLS to Kafka
-# or PostgreSQL
+# the runtime libraries of the build stage's -dev packages, and CA certificates for TLS to Kafka,
+# PostgreSQL or the schema registry
 RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends \
-        librdkafka1 libpq5 libinih1 libmicrohttpd12 libjansson4 ca-certificates; \
+        librdkafka1 libpq5 libinih1 libmicrohttpd12 libjansson4 libavro23 libcurl4 \
+        ca-certificates; \
     rm -rf /var/lib/apt/lists/*; \
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin breakwater
 COPY --from=build /usr/src/breakwater/relay/breakwater-relay /usr/local/bin/breakwater-relay

@@ -28,13 +28,17 @@ DOCKERFILES = {
 }
 
 
-def compose(*args):
+def compose(*args, env=None):
+    """docker-compose on our file, with the caller's BREAKWATER_* variables left out (they would
+    change the result) and env's added."""
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is not installed (tests/lib/deps.sh installs it): "
                     "docker-compose.yml not validated")
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKWATER_")}
+    run_env.update(env or {})
     return subprocess.run([exe, "-f", str(COMPOSE), *args], cwd=TOP, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=run_env)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +81,7 @@ def test_config_is_valid():
 
 
 def test_services(config):
-    assert set(config["services"]) == {"postgres", "kafka", "relay"}
+    assert set(config["services"]) == {"postgres", "kafka", "schema-registry", "relay"}
     assert config["services"]["kafka"]["image"] == "apache/kafka:3.9.1"
 
 
@@ -91,7 +95,7 @@ def test_every_published_port_binds_loopback(config):
             assert ip == "127.0.0.1", f"{name}: port {port!r} is published on {where}"
             assert host, f"{name}: port {port!r} gets a random host port"
             seen.append((name, int(host), int(target)))
-    expected = {("postgres", 5433), ("kafka", 9092), ("relay", 9187)}
+    expected = {("postgres", 5433), ("kafka", 9092), ("schema-registry", 8081), ("relay", 9187)}
     assert {(n, h) for n, h, _ in seen} >= expected, seen
 
 
@@ -187,3 +191,25 @@ def test_relay_config_points_at_the_compose_services(config):
     targets = {published(p)[2] for p in services["relay"]["ports"]}
     assert port in targets, f"http.listen port {port} is not published: {targets}"
     assert conf["decoder.tables"] == "public.*" and conf["topic.prefix"] == "demo"
+
+
+def test_relay_avro_switch_points_at_the_registry(config):
+    """BREAKWATER_VALUE_FORMAT=avro switches the relay to Avro against the schema-registry
+    service, which keeps its schemas in the compose broker; json stays the default."""
+    services = config["services"]
+    env = services["relay"]["environment"]
+    assert env["BREAKWATER_VALUE_FORMAT"] == "json"  # the default when the shell sets nothing
+    url = env["BREAKWATER_SCHEMA_REGISTRY_URL"]
+    host, port = url.removeprefix("http://").split(":")
+    assert host in services, f"{url}: {host} is not a compose service"
+    registry = services[host]
+    assert any(published(p)[2] == port for p in registry["ports"]), registry["ports"]
+    assert registry["environment"]["SCHEMA_REGISTRY_LISTENERS"].endswith(f":{port}")
+    store = registry["environment"]["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"]
+    advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert store.removeprefix("PLAINTEXT://") in advertised, (store, advertised)
+
+    done = compose("config", env={"BREAKWATER_VALUE_FORMAT": "avro"})
+    assert done.returncode == 0, done.stderr
+    avro = yaml.safe_load(done.stdout)
+    assert avro["services"]["relay"]["environment"]["BREAKWATER_VALUE_FORMAT"] == "avro"
