@@ -144,7 +144,8 @@ bw_avro_rel *bw_avro_rel_new(bw_avro *a, const bw_relation *rel, char *err, size
     return ar;
 }
 
-/* ---- registration ----------------------------------------------------------------------------- */
+/* ---- registration -----------------------------------------------------------------------------
+ */
 
 /* The fields of the row record of an envelope (or of a Key record) in schema text. */
 static json_t *row_fields(json_t *schema, bool key)
@@ -204,8 +205,8 @@ static void explain(const char *latest_text, const char *ours_text, bool key, bw
             if (name && strcmp(name, json_string_value(json_object_get(g, "name")) ?: "") == 0)
                 match = g;
         }
-        if (name == NULL || (match && json_equal(json_object_get(match, "type"),
-                                                 json_object_get(f, "type"))))
+        if (name == NULL ||
+            (match && json_equal(json_object_get(match, "type"), json_object_get(f, "type"))))
             continue;
         bw_buf_puts(out, out->len > before ? "; " : "");
         put_column(out, name);
@@ -318,7 +319,8 @@ int bw_avro_use_topic(bw_avro *a, bw_avro_rel *ar, const bw_relation *rel, const
     return 0;
 }
 
-/* ---- encoding --------------------------------------------------------------------------------- */
+/* ---- encoding ---------------------------------------------------------------------------------
+ */
 
 /* The framed message: magic byte 0, the id big-endian, the Avro body. */
 static int frame(bw_avro *a, bw_buf *out, int32_t id, avro_value_t *v, char *err, size_t errlen)
@@ -480,8 +482,8 @@ static int set_envelope(bw_avro_rel *ar, const char *op, const bw_xact *x, const
     return rc ? -1 : 0;
 }
 
-int bw_avro_change(bw_avro *a, bw_avro_rel *ar, bw_buf *out, bw_record_type type,
-                   const bw_xact *x, const bw_change *c, char *err, size_t errlen)
+int bw_avro_change(bw_avro *a, bw_avro_rel *ar, bw_buf *out, bw_record_type type, const bw_xact *x,
+                   const bw_change *c, char *err, size_t errlen)
 {
     const bw_relation *rel = c->rel;
     avro_value_t *v = &ar->value, f, b;
@@ -546,7 +548,8 @@ int bw_avro_truncate(bw_avro *a, bw_avro_rel *ar, bw_buf *out, const bw_xact *x,
     return frame(a, out, ar->value_id, &ar->value, err, errlen);
 }
 
-/* ---- merging held messages (the coalescer) ---------------------------------------------------- */
+/* ---- merging held messages (the coalescer) ----------------------------------------------------
+ */
 
 static int32_t id_of(const char *value, size_t len)
 {
@@ -590,8 +593,7 @@ static char *avro_set_op(void *arg, const char *value, size_t len, bw_record_typ
     const uint8_t *p = (const uint8_t *) value + 5, *end = (const uint8_t *) value + len;
     int64_t n;
     (void) arg;
-    if (from == to || id_of(value, len) < 0 || read_varint(&p, end, &n) < 0 || n < 0 ||
-        n > end - p)
+    if (from == to || id_of(value, len) < 0 || read_varint(&p, end, &n) < 0 || n < 0 || n > end - p)
         return NULL;
     const char *op = bw_record_op(to);
     size_t oplen = strlen(op);

@@ -35,8 +35,8 @@ int bw_avro_use_topic(bw_avro *a, bw_avro_rel *ar, const bw_relation *rel, const
 int bw_avro_key(bw_avro *a, bw_avro_rel *ar, bw_buf *out, const bw_change *c, char *err,
                 size_t errlen);
 /* The Kafka value of an insert, update or delete (the Envelope). 0 or -1 (err set). */
-int bw_avro_change(bw_avro *a, bw_avro_rel *ar, bw_buf *out, bw_record_type type,
-                   const bw_xact *x, const bw_change *c, char *err, size_t errlen);
+int bw_avro_change(bw_avro *a, bw_avro_rel *ar, bw_buf *out, bw_record_type type, const bw_xact *x,
+                   const bw_change *c, char *err, size_t errlen);
 /* The Kafka value of a truncate of the relation. 0 or -1 (err set). */
 int bw_avro_truncate(bw_avro *a, bw_avro_rel *ar, bw_buf *out, const bw_xact *x, uint8_t options,
                      char *err, size_t errlen);

@@ -26,8 +26,8 @@ static bool alnum(unsigned char c)
 void bw_avro_name(bw_buf *out, const char *name)
 {
     static const char hex[] = "0123456789abcdef";
-    bool legal = name[0] != '\0' && !(name[0] >= '0' && name[0] <= '9') &&
-                 strstr(name, "__") == NULL;
+    bool legal =
+        name[0] != '\0' && !(name[0] >= '0' && name[0] <= '9') && strstr(name, "__") == NULL;
     for (const char *p = name; *p && legal; p++)
         legal = alnum((unsigned char) *p) || *p == '_';
     if (legal) {
@@ -287,9 +287,8 @@ int bw_avro_plan_build(bw_avro_plan *p, const bw_relation *rel, const char *ns, 
                                         field("restart_identity", json_string("boolean"))));
     json_t *fields = json_array();
     json_array_append_new(fields, field("op", json_string("string")));
-    json_array_append_new(fields,
-                          json_pack("{s:s, s:{s:s, s:s}, s:[]}", "name", "unchanged_toast", "type",
-                                    "type", "array", "items", "string", "default"));
+    json_array_append_new(fields, json_pack("{s:s, s:{s:s, s:s}, s:[]}", "name", "unchanged_toast",
+                                            "type", "type", "array", "items", "string", "default"));
     json_array_append_new(fields, field("xid", json_string("long")));
     json_array_append_new(fields, field("commit_lsn", json_string("long")));
     json_array_append_new(fields, field("commit_time", logical("long", "timestamp-micros")));

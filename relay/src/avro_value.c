@@ -38,7 +38,9 @@ int bw_avro_decimal(bw_buf *out, const uint8_t *p, uint32_t len, int scale, char
 
     if (sign == NUMERIC_NAN || sign == NUMERIC_PINF || sign == NUMERIC_NINF) {
         snprintf(why, whylen, "%s has no Avro decimal form",
-                 sign == NUMERIC_NAN ? "NaN" : sign == NUMERIC_PINF ? "Infinity" : "-Infinity");
+                 sign == NUMERIC_NAN    ? "NaN"
+                 : sign == NUMERIC_PINF ? "Infinity"
+                                        : "-Infinity");
         return -1;
     }
     if (sign != NUMERIC_POS && sign != NUMERIC_NEG) {
@@ -47,7 +49,8 @@ int bw_avro_decimal(bw_buf *out, const uint8_t *p, uint32_t len, int scale, char
     }
     for (int i = 0; i < ndigits; i++) {
         if (bw_rd16(digits + 2 * i) >= NBASE) {
-            snprintf(why, whylen, "numeric digit %u is not below %d", bw_rd16(digits + 2 * i), NBASE);
+            snprintf(why, whylen, "numeric digit %u is not below %d", bw_rd16(digits + 2 * i),
+                     NBASE);
             return -1;
         }
     }
@@ -131,9 +134,9 @@ static int want(char *err, size_t errlen, const bw_relation *rel, const bw_colum
     if (len == n)
         return 0;
     char what[96];
-    snprintf(what, sizeof(what), "value of %" PRIu32 " bytes for type oid %" PRIu32
-                                 ", expected %" PRIu32,
-             len, col->type_oid, n);
+    snprintf(what, sizeof(what),
+             "value of %" PRIu32 " bytes for type oid %" PRIu32 ", expected %" PRIu32, len,
+             col->type_oid, n);
     return fail(err, errlen, rel, col, what);
 }
 
@@ -154,7 +157,8 @@ int bw_avro_set(avro_value_t *v, const bw_avro_col *ac, const bw_relation *rel,
     int rc;
 
     if (val->kind == 't')
-        return set_string(v, scratch, p, len) == 0 ? 0 : fail(err, errlen, rel, col, avro_strerror());
+        return set_string(v, scratch, p, len) == 0 ? 0
+                                                   : fail(err, errlen, rel, col, avro_strerror());
     if (val->kind != 'b')
         return fail(err, errlen, rel, col, "value is neither binary nor text");
     switch (ac->kind) {

@@ -140,7 +140,7 @@ static const key_def keys[] = {
      .help = "password of the client private key"},
     {.name = "schema_registry.compatibility", .type = T_STRING,
      .offset = FIELD(schema_registry_compatibility), .check = check_compatibility,
-     .help = "compatibility level set on each subject before its first registration: BACKWARD, FORWARD, FULL, their _TRANSITIVE forms or NONE; empty: leave the registry's"},
+     .help = "compatibility level set on each subject the relay creates (existing ones keep theirs): BACKWARD, FORWARD, FULL, their _TRANSITIVE forms or NONE; empty: leave the registry's"},
     {.name = "schema_registry.timeout_ms", .type = T_INT,
      .offset = FIELD(schema_registry_timeout_ms), .def = "10000", .min = 100, .max = 600000,
      .help = "time limit of one request to the registry"},

@@ -84,8 +84,9 @@ bw_registry *bw_registry_new(const bw_config *cfg, bw_registry_wait_cb wait, voi
     bw_buf_init(&r->resp);
     split_urls(r, cfg->schema_registry_url ? cfg->schema_registry_url : "");
     if (r->nurls == 0) {
-        snprintf(err, errlen, "schema_registry.url is not set; value.format=avro needs a schema "
-                              "registry (Confluent API), e.g. http://localhost:8081");
+        snprintf(err, errlen,
+                 "schema_registry.url is not set; value.format=avro needs a schema "
+                 "registry (Confluent API), e.g. http://localhost:8081");
         bw_registry_free(r);
         return NULL;
     }
@@ -207,8 +208,9 @@ static int call(bw_registry *r, const char *method, const char *path, const char
         if (rc < 0 && r->nurls > 1)
             r->current = (r->current + 1) % r->nurls;
         if (mono_ms() + wait > deadline) {
-            bw_buf_printf(err, " (gave up after %d attempts in %" PRId64 " ms: "
-                               "schema_registry.retry_max_ms)",
+            bw_buf_printf(err,
+                          " (gave up after %d attempts in %" PRId64 " ms: "
+                          "schema_registry.retry_max_ms)",
                           attempt, r->cfg->schema_registry_retry_max_ms);
             return -1;
         }
@@ -271,21 +273,35 @@ static void subject_path(bw_buf *path, const char *subject, const char *suffix)
     bw_buf_puts(path, suffix);
 }
 
+/*
+ * schema_registry.compatibility applies to subjects the relay creates: a subject that has
+ * versions already keeps its level, so an operator who relaxed it (to let a change through, as
+ * the relay's rejection message suggests) is not overruled by the relay's next start.
+ */
 static bw_registry_status set_compatibility(bw_registry *r, const char *subject, bw_buf *err)
 {
     const char *level = r->cfg->schema_registry_compatibility;
     if (level == NULL || level[0] == '\0' || json_object_get(r->compat, subject))
         return BW_REG_OK;
     bw_buf path, body;
-    bw_buf_init(&path);
-    bw_buf_init(&body);
-    bw_buf_puts(&path, "/config/");
-    put_path_segment(&path, subject);
-    bw_buf_printf(&body, "{\"compatibility\":\"%s\"}", level);
     long status;
     json_t *doc;
-    bw_registry_status st = call_json(r, "PUT", path.data, body.data, &status, &doc, err);
+    bw_buf_init(&path);
+    bw_buf_init(&body);
+    subject_path(&path, subject, "/versions");
+    bw_registry_status st = call_json(r, "GET", path.data, NULL, &status, &doc, err);
     json_decref(doc);
+    if (status == 404) { /* a new subject: ours to set */
+        bw_buf_reset(&path);
+        bw_buf_puts(&path, "/config/");
+        put_path_segment(&path, subject);
+        bw_buf_printf(&body, "{\"compatibility\":\"%s\"}", level);
+        st = call_json(r, "PUT", path.data, body.data, &status, &doc, err);
+        json_decref(doc);
+        if (st == BW_REG_OK)
+            bw_info("schema registry: subject \"%s\" created with compatibility %s", subject,
+                    level);
+    }
     if (st == BW_REG_OK)
         json_object_set_new(r->compat, subject, json_true());
     bw_buf_free(&path);
@@ -329,8 +345,9 @@ bw_registry_status bw_registry_id(bw_registry *r, const char *subject, const cha
         bw_info("schema registry: subject \"%s\" has schema id %" PRId32, subject, *id);
     } else if (st == BW_REG_OK) {
         bw_buf_reset(err);
-        bw_buf_printf(err, "POST %s%s: HTTP %ld without an \"id\" in the answer: ",
-                      r->urls[r->current], path.data, status);
+        bw_buf_printf(err,
+                      "POST %s%s: HTTP %ld without an \"id\" in the answer: ", r->urls[r->current],
+                      path.data, status);
         put_reason(err, &r->resp);
         st = BW_REG_FAILED;
     }

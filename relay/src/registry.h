@@ -2,7 +2,7 @@
  * registry.h — a client of the Confluent Schema Registry API over libcurl: registers schemas
  * under subjects and caches their ids; reads a subject's latest schema to explain a rejection.
  *
- * Only the Confluent API is used (POST /subjects/{s}/versions, PUT /config/{s},
+ * Only the Confluent API is used (POST and GET /subjects/{s}/versions, PUT /config/{s},
  * GET /subjects/{s}/versions/latest), so Confluent Schema Registry, Apicurio's ccompat API and
  * Karapace all serve it. Calls block: schemas are registered on a relation's first use and after
  * DDL, never per message.
@@ -34,9 +34,10 @@ void bw_registry_free(bw_registry *r);
 
 /*
  * The id of schema (Avro JSON text) under subject: cached, else registered (after setting the
- * subject's compatibility once, when schema_registry.compatibility is set). Connection failures,
- * timeouts, 408, 429 and 5xx are retried with doubling waits for up to schema_registry.retry_max_ms.
- * On failure, err holds the URL, the HTTP status and the registry's own message.
+ * compatibility of a subject that has no version yet, when schema_registry.compatibility is set).
+ * Connection failures, timeouts, 408, 429 and 5xx are retried with doubling waits for up to
+ * schema_registry.retry_max_ms. On failure, err holds the URL, the HTTP status and the registry's
+ * own message.
  */
 bw_registry_status bw_registry_id(bw_registry *r, const char *subject, const char *schema,
                                   int32_t *id, bw_buf *err);

@@ -5,6 +5,7 @@
 #include "fake_registry.h"
 
 #include <microhttpd.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     } else if (strcmp(method, "GET") == 0 && strstr(url, "/versions/latest")) {
         if (f->latest == NULL) {
             status = 404;
-            snprintf(body, sizeof(body), "{\"error_code\":40401,\"message\":\"Subject not found\"}");
+            snprintf(body, sizeof(body),
+                     "{\"error_code\":40401,\"message\":\"Subject not found\"}");
         } else {
             json_t *doc = json_pack("{s:s}", "schema", f->latest);
             char *s = json_dumps(doc, JSON_COMPACT);
@@ -77,6 +79,15 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
             free(s);
             return ret;
         }
+    } else if (strcmp(method, "GET") == 0 && strncmp(url, "/subjects/", 10) == 0 &&
+               strstr(url, "/versions")) {
+        bool known = false;
+        for (int i = 0; i < f->nsubjects && !known; i++)
+            known = strncmp(url + 10, f->subjects[i], strlen(f->subjects[i])) == 0 &&
+                    strcmp(url + 10 + strlen(f->subjects[i]), "/versions") == 0;
+        status = known ? 200 : 404;
+        snprintf(body, sizeof(body), "%s",
+                 known ? "[1]" : "{\"error_code\":40401,\"message\":\"Subject not found\"}");
     } else if (strcmp(method, "POST") == 0 && strstr(url, "/versions")) {
         if (f->reject) {
             status = 409;
@@ -97,6 +108,15 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
             }
             json_decref(doc);
             f->registrations++;
+            const char *subject = url + strlen("/subjects/");
+            size_t sublen = strcspn(subject, "/");
+            bool known = false;
+            for (int i = 0; i < f->nsubjects && !known; i++)
+                known = strlen(f->subjects[i]) == sublen &&
+                        strncmp(f->subjects[i], subject, sublen) == 0;
+            if (id != 0 && !known && f->nsubjects < 16)
+                snprintf(f->subjects[f->nsubjects++], sizeof(f->subjects[0]), "%.*s", (int) sublen,
+                         subject);
             if (id == 0) {
                 status = 422;
                 snprintf(body, sizeof(body), "{\"error_code\":42201,\"message\":\"bad schema\"}");
@@ -125,9 +145,9 @@ fake_registry *fake_registry_start(void)
 {
     fake_registry *f = calloc(1, sizeof(*f));
     pthread_mutex_init(&f->lock, NULL);
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL, handle, f,
-        MHD_OPTION_NOTIFY_COMPLETED, done, f, MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL,
+                         NULL, handle, f, MHD_OPTION_NOTIFY_COMPLETED, done, f, MHD_OPTION_END);
     if (d == NULL) {
         free(f);
         return NULL;

@@ -11,11 +11,11 @@
 typedef struct fake_registry {
     char url[64];
     /* the script, set before requests */
-    int fail_next;         /* answer this many requests with fail_status */
-    int fail_status;       /* e.g. 500 */
-    int reject;            /* answer registrations with 409 */
-    const char *latest;    /* GET .../versions/latest: this schema text (NULL: 404) */
-    int delay_ms;          /* before each answer */
+    int fail_next;      /* answer this many requests with fail_status */
+    int fail_status;    /* e.g. 500 */
+    int reject;         /* answer registrations with 409 */
+    const char *latest; /* GET .../versions/latest: this schema text (NULL: 404) */
+    int delay_ms;       /* before each answer */
     /* what happened */
     pthread_mutex_t lock;
     int requests, registrations, configs;
@@ -23,6 +23,8 @@ typedef struct fake_registry {
     char last_body[8192];
     char schemas[16][4096]; /* registered texts; the id of schemas[i] is i + 1 */
     int nschemas;
+    char subjects[16][128]; /* subjects with a version */
+    int nsubjects;
     void *daemon;
 } fake_registry;
 

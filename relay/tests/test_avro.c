@@ -161,16 +161,19 @@ TEST(avro_schema_of_a_relation)
     char err[256];
     ASSERT_OK(bw_avro_plan_build(&p, &rel, "bw", err, sizeof(err)));
     ASSERT_STR_EQ(p.fullname, "bw.public.orders");
-    ASSERT_STR_EQ(p.key_schema, "{\"type\":\"record\",\"name\":\"Key\",\"namespace\":"
-                                "\"bw.public.orders\",\"fields\":[{\"name\":\"id\",\"type\":\"int\"}]}");
+    ASSERT_STR_EQ(p.key_schema,
+                  "{\"type\":\"record\",\"name\":\"Key\",\"namespace\":"
+                  "\"bw.public.orders\",\"fields\":[{\"name\":\"id\",\"type\":\"int\"}]}");
+    ASSERT_STR_CONTAINS(
+        p.value_schema,
+        "{\"type\":\"record\",\"name\":\"Envelope\",\"namespace\":\"bw.public.orders\","
+        "\"fields\":[{\"name\":\"op\",\"type\":\"string\"},{\"name\":"
+        "\"unchanged_toast\",\"type\":{\"type\":\"array\",\"items\":\"string\"},"
+        "\"default\":[]},");
     ASSERT_STR_CONTAINS(p.value_schema,
-                        "{\"type\":\"record\",\"name\":\"Envelope\",\"namespace\":\"bw.public.orders\","
-                        "\"fields\":[{\"name\":\"op\",\"type\":\"string\"},{\"name\":"
-                        "\"unchanged_toast\",\"type\":{\"type\":\"array\",\"items\":\"string\"},"
-                        "\"default\":[]},");
-    ASSERT_STR_CONTAINS(p.value_schema, "{\"name\":\"amount\",\"type\":[\"null\",{\"type\":\"bytes\","
-                                        "\"logicalType\":\"decimal\",\"precision\":10,\"scale\":2}],"
-                                        "\"default\":null}");
+                        "{\"name\":\"amount\",\"type\":[\"null\",{\"type\":\"bytes\","
+                        "\"logicalType\":\"decimal\",\"precision\":10,\"scale\":2}],"
+                        "\"default\":null}");
     ASSERT_STR_CONTAINS(p.value_schema, "{\"name\":\"note\",\"type\":[\"null\",\"string\"]");
     ASSERT_STR_CONTAINS(p.value_schema, "{\"name\":\"at\",\"type\":[\"null\",{\"type\":\"long\","
                                         "\"logicalType\":\"timestamp-micros\"}]");
@@ -277,13 +280,13 @@ TEST(avro_encodes_a_change_in_the_confluent_wire_format)
 {
     avro_fx fx;
     fx_start(&fx, NULL, 1000);
-    ASSERT_OK(bw_avro_use_topic(fx.avro, fx.ar, &fx.rel, "bw.public.orders", fx.err,
-                                sizeof(fx.err)));
+    ASSERT_OK(
+        bw_avro_use_topic(fx.avro, fx.ar, &fx.rel, "bw.public.orders", fx.err, sizeof(fx.err)));
     ASSERT_EQ(fx.fake->registrations, 2); /* key, then value */
     ASSERT_STR_EQ(fx.fake->last_path, "POST /subjects/bw.public.orders-value/versions");
     /* the same topic again asks nothing */
-    ASSERT_OK(bw_avro_use_topic(fx.avro, fx.ar, &fx.rel, "bw.public.orders", fx.err,
-                                sizeof(fx.err)));
+    ASSERT_OK(
+        bw_avro_use_topic(fx.avro, fx.ar, &fx.rel, "bw.public.orders", fx.err, sizeof(fx.err)));
     ASSERT_EQ(fx.fake->requests, 2);
 
     uint8_t amount[32];
@@ -302,8 +305,8 @@ TEST(avro_encodes_a_change_in_the_confluent_wire_format)
     ASSERT_MEM_EQ(key.data, "\0\0\0\0\1", 5);
     ASSERT_EQ(key.len, 6);
     ASSERT_EQ((uint8_t) key.data[5], 14); /* zigzag 7 */
-    ASSERT_OK(bw_avro_change(fx.avro, fx.ar, &value, BW_REC_INSERT, &x, &c, fx.err,
-                             sizeof(fx.err)));
+    ASSERT_OK(
+        bw_avro_change(fx.avro, fx.ar, &value, BW_REC_INSERT, &x, &c, fx.err, sizeof(fx.err)));
     ASSERT_MEM_EQ(value.data, "\0\0\0\0\2", 5);
 
     avro_value_iface_t *cls;
@@ -357,8 +360,7 @@ TEST(avro_encodes_a_change_in_the_confluent_wire_format)
     /* a value outside Avro's range names the column */
     vals[3] = (bw_value){'b', v_big, 8};
     vals[3].data = (const uint8_t *) "\x7f\xff\xff\xff\xff\xff\xff\xf0";
-    ASSERT_EQ(bw_avro_change(fx.avro, fx.ar, &value, BW_REC_INSERT, &x, &c, fx.err,
-                             sizeof(fx.err)),
+    ASSERT_EQ(bw_avro_change(fx.avro, fx.ar, &value, BW_REC_INSERT, &x, &c, fx.err, sizeof(fx.err)),
               -1);
     ASSERT_STR_CONTAINS(fx.err, "column \"at\" of table \"public.orders\": timestamp beyond");
     bw_buf_free(&key);
@@ -378,21 +380,16 @@ TEST(avro_merge_ops_rename_and_fill_unchanged_columns)
                             {'t', (const uint8_t *) "a long note", 11},
                             {'n', NULL, 0},
                             {'n', NULL, 0}};
-    bw_value next_vals[] = {{'b', v_id, 4},
-                            {'n', NULL, 0},
-                            {'u', NULL, 0},
-                            {'n', NULL, 0},
-                            {'u', NULL, 0}};
+    bw_value next_vals[] = {
+        {'b', v_id, 4}, {'n', NULL, 0}, {'u', NULL, 0}, {'n', NULL, 0}, {'u', NULL, 0}};
     bw_change held = {&fx.rel, {'n', NULL, 0}, 'X', 0, NULL, 5, held_vals};
     bw_change next = {&fx.rel, {'n', NULL, 0}, 'X', 0, NULL, 5, next_vals};
     bw_xact x = {1, 2, 3, 4};
     bw_buf h, n;
     bw_buf_init(&h);
     bw_buf_init(&n);
-    ASSERT_OK(bw_avro_change(fx.avro, fx.ar, &h, BW_REC_INSERT, &x, &held, fx.err,
-                             sizeof(fx.err)));
-    ASSERT_OK(bw_avro_change(fx.avro, fx.ar, &n, BW_REC_UPDATE, &x, &next, fx.err,
-                             sizeof(fx.err)));
+    ASSERT_OK(bw_avro_change(fx.avro, fx.ar, &h, BW_REC_INSERT, &x, &held, fx.err, sizeof(fx.err)));
+    ASSERT_OK(bw_avro_change(fx.avro, fx.ar, &n, BW_REC_UPDATE, &x, &next, fx.err, sizeof(fx.err)));
     bw_merge_ops ops = bw_avro_merge_ops(fx.avro);
     ASSERT_FALSE(ops.has_unchanged(ops.arg, h.data, h.len));
     ASSERT_TRUE(ops.has_unchanged(ops.arg, n.data, n.len));
@@ -445,11 +442,23 @@ TEST(avro_registry_retries_then_registers)
     fx.fake->fail_status = 503;
     snprintf(fx.compat, sizeof(fx.compat), "BACKWARD");
     ASSERT_OK(bw_avro_use_topic(fx.avro, fx.ar, &fx.rel, "t", fx.err, sizeof(fx.err)));
-    /* two failures, then PUT config and POST for the key, then PUT and POST for the value */
-    ASSERT_EQ(fx.fake->requests, 6);
+    /* two failures, then for the key and for the value: GET versions (404: a new subject),
+     * PUT config, POST */
+    ASSERT_EQ(fx.fake->requests, 8);
     ASSERT_EQ(fx.fake->configs, 2);
     ASSERT_EQ(fx.fake->registrations, 2);
     ASSERT_EQ(bw_registry_registrations(fx.reg), 2);
+
+    /* another relay (process) later: the subjects exist, their level is left alone */
+    bw_avro_rel_free(fx.ar);
+    bw_avro_free(fx.avro);
+    bw_registry_free(fx.reg);
+    fx.reg = bw_registry_new(&fx.cfg, NULL, NULL, fx.err, sizeof(fx.err));
+    fx.avro = bw_avro_new(fx.reg, "bw");
+    fx.ar = bw_avro_rel_new(fx.avro, &fx.rel, fx.err, sizeof(fx.err));
+    ASSERT_OK(bw_avro_use_topic(fx.avro, fx.ar, &fx.rel, "t", fx.err, sizeof(fx.err)));
+    ASSERT_EQ(fx.fake->configs, 2);
+    ASSERT_EQ(fx.fake->requests, 12); /* GET versions (200) and POST, for key and value */
     fx_stop(&fx);
 }
 
@@ -497,10 +506,8 @@ TEST(avro_registry_rejection_names_the_column)
     /* the table changes: amount becomes text, note is dropped, "new col" added */
     char c_new[] = "new col";
     bw_column changed[] = {
-        {BW_COL_KEY, 'b', c_id, BW_OID_INT4, -1},
-        {0, 't', c_amount, BW_OID_TEXT, -1},
-        {0, 'b', c_at, BW_OID_TIMESTAMPTZ, -1},
-        {0, 'b', c_dash, BW_OID_INT8, -1},
+        {BW_COL_KEY, 'b', c_id, BW_OID_INT4, -1}, {0, 't', c_amount, BW_OID_TEXT, -1},
+        {0, 'b', c_at, BW_OID_TIMESTAMPTZ, -1},   {0, 'b', c_dash, BW_OID_INT8, -1},
         {0, 'b', c_new, BW_OID_INT4, -1},
     };
     bw_relation rel2 = {16384, 2, s_public, s_orders, 'd', s_none, 5, changed, 1, keys, NULL};
