@@ -4,6 +4,7 @@
 #   make deps     install system packages (idempotent; Debian)
 #   make test     install deps, build, and run every test suite
 #   make demo     a live tour: PostgreSQL, Kafka and the relay, a workload, events as they arrive
+#                 (make demo FORMAT=avro: Avro rows, with a schema registry)
 #   make bench    run the benchmarks (prints ratios, never fails on speed)
 
 SHELL := /bin/bash
@@ -38,8 +39,9 @@ check-format:
 format:
 	tests/lib/check-format.sh --fix
 
+# FORMAT=avro: rows as Avro, with a schema registry beside Kafka
 demo: deps all
-	relay/demo.sh
+	relay/demo.sh $(if $(filter avro,$(FORMAT)),--avro)
 
 bench: deps all
 	bench/decode/run.sh

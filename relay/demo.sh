@@ -2,7 +2,17 @@
 # `make demo`: Breakwater in thirty seconds. Starts a throwaway PostgreSQL with the plugin, a
 # Kafka broker and breakwater-relay, writes a short multi-tenant workload, shows each event as it
 # arrives in Kafka (tenant, table, operation, key, latency), then stops everything cleanly.
+#
+#   relay/demo.sh             rows as JSON
+#   relay/demo.sh --avro      rows as Avro, schemas in a schema registry started beside Kafka
+#                             (`make demo FORMAT=avro`)
 set -euo pipefail
+format=json
+case "${1:-}" in
+  --avro) format=avro ;;
+  "") ;;
+  *) echo "demo.sh: unknown argument '$1' (--avro or nothing)" >&2; exit 2 ;;
+esac
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/breakwater-demo.XXXXXX)
 chmod 755 "$work"
@@ -10,6 +20,7 @@ relay_pid=""
 
 cleanup() {
   [ -n "$relay_pid" ] && kill "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
+  "$top/tests/lib/registry.sh" stop "$work/registry" >/dev/null 2>&1 || true
   "$top/tests/lib/kafka.sh" stop "$work/kafka" >/dev/null 2>&1 || true
   "$top/tests/lib/pgcluster.sh" stop "$work/pg" || true
   rm -rf "$work"
@@ -23,6 +34,12 @@ say "1. Starting a throwaway PostgreSQL 15 (with the breakwater plugin) and a Ka
 . "$("$top/tests/lib/pgcluster.sh" start "$work/pg")"
 . "$("$top/tests/lib/kafka.sh" start "$work/kafka")"
 echo "   PostgreSQL on $PGHOST, Kafka on $BW_KAFKA_BOOTSTRAP"
+registry_opt=()
+if [ "$format" = avro ]; then
+  . "$("$top/tests/lib/registry.sh" start "$work/registry")"
+  echo "   a schema registry (Apicurio, Confluent API) on $BW_REGISTRY_URL"
+  registry_opt=(--registry "$BW_REGISTRY_URL")
+fi
 psql -qX -o /dev/null -v ON_ERROR_STOP=1 <<'SQL'
 CREATE TABLE customers (tenant_id text, id serial, name text, email text, PRIMARY KEY (tenant_id, id));
 CREATE TABLE orders (tenant_id text, id serial, customer_id int, total numeric(10,2), status text,
@@ -50,6 +67,15 @@ listen = 127.0.0.1:$http_port
 [log]
 level = warn
 CONF
+if [ "$format" = avro ]; then
+  cat >>"$work/relay.conf" <<CONF
+[value]
+format = avro
+[schema_registry]
+url = $BW_REGISTRY_URL
+compatibility = BACKWARD
+CONF
+fi
 sed 's/^/   | /' "$work/relay.conf" | grep -v "^   | $"
 "$top/relay/breakwater-relay" --config="$work/relay.conf" 2>"$work/relay.log" &
 relay_pid=$!
@@ -60,7 +86,7 @@ done
 
 say "3. Writing a workload for tenants acme, globex and initech, plus a background job"
 "$top/tests/.venv/bin/python" "$top/relay/demo_view.py" --bootstrap "$BW_KAFKA_BOOTSTRAP" \
-  --expect 11 --idle 2 --timeout 60 &
+  --expect 11 --idle 2 --timeout 60 ${registry_opt[@]+"${registry_opt[@]}"} &
 view_pid=$!
 sleep 2
 psql -qX -o /dev/null -v ON_ERROR_STOP=1 <<'SQL'

@@ -55,6 +55,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     pthread_mutex_lock(&f->lock);
     f->requests++;
     snprintf(f->last_path, sizeof(f->last_path), "%s %s", method, url);
+    const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    snprintf(f->last_auth, sizeof(f->last_auth), "%s", auth ? auth : "");
     snprintf(f->last_body, sizeof(f->last_body), "%.*s", (int) u->len, u->data);
     unsigned int status = 200;
     if (f->fail_next > 0) {

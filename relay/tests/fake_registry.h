@@ -20,6 +20,7 @@ typedef struct fake_registry {
     pthread_mutex_t lock;
     int requests, registrations, configs;
     char last_path[256];
+    char last_auth[256]; /* the Authorization header, "" when none */
     char last_body[8192];
     char schemas[16][4096]; /* registered texts; the id of schemas[i] is i + 1 */
     int nschemas;

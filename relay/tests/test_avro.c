@@ -220,9 +220,10 @@ typedef struct avro_fx {
     char compat[16];
 } avro_fx;
 
-static void fx_start(avro_fx *fx, const char *url, int64_t retry_max_ms)
+static void fx_start_auth(avro_fx *fx, const char *url, int64_t retry_max_ms, char *auth)
 {
     memset(fx, 0, sizeof(*fx));
+    fx->cfg.schema_registry_basic_auth = auth;
     if (url == NULL) {
         fx->fake = fake_registry_start();
         ASSERT_TRUE(fx->fake != NULL);
@@ -238,6 +239,11 @@ static void fx_start(avro_fx *fx, const char *url, int64_t retry_max_ms)
     fx->rel = orders();
     fx->ar = bw_avro_rel_new(fx->avro, &fx->rel, fx->err, sizeof(fx->err));
     ASSERT_TRUE(fx->ar != NULL);
+}
+
+static void fx_start(avro_fx *fx, const char *url, int64_t retry_max_ms)
+{
+    fx_start_auth(fx, url, retry_max_ms, NULL);
 }
 
 static void fx_stop(avro_fx *fx)
@@ -526,5 +532,20 @@ TEST(avro_registry_rejection_names_the_column)
     ASSERT_STR_CONTAINS(fx.err, "The registry said: POST ");
     ASSERT_STR_CONTAINS(fx.err, "HTTP 409: Schema being registered is incompatible");
     bw_avro_rel_free(ar2);
+    fx_stop(&fx);
+}
+
+TEST(avro_registry_basic_auth)
+{
+    avro_fx fx;
+    char auth[] = "relay:s3cret";
+    fx_start_auth(&fx, NULL, 1000, auth);
+    ASSERT_OK(bw_avro_use_topic(fx.avro, fx.ar, &fx.rel, "t", fx.err, sizeof(fx.err)));
+    ASSERT_STR_EQ(fx.fake->last_auth, "Basic cmVsYXk6czNjcmV0"); /* base64("relay:s3cret") */
+    fx_stop(&fx);
+
+    fx_start(&fx, NULL, 1000);
+    ASSERT_OK(bw_avro_use_topic(fx.avro, fx.ar, &fx.rel, "t", fx.err, sizeof(fx.err)));
+    ASSERT_STR_EQ(fx.fake->last_auth, "");
     fx_stop(&fx);
 }

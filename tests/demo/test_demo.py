@@ -4,11 +4,14 @@ the workload's events as they arrive in Kafka."""
 import pathlib
 import subprocess
 
+import pytest
+
 TOP = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_demo_runs_and_shows_every_event():
-    done = subprocess.run([str(TOP / "relay" / "demo.sh")], capture_output=True, text=True,
+@pytest.mark.parametrize("args", [[], ["--avro"]], ids=["json", "avro"])
+def test_demo_runs_and_shows_every_event(args):
+    done = subprocess.run([str(TOP / "relay" / "demo.sh"), *args], capture_output=True, text=True,
                           timeout=240)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
@@ -16,3 +19,7 @@ def test_demo_runs_and_shows_every_event():
     assert "app event app.invoice" in out and "tenant signals" in out
     assert "[ globex] delete" in out
     assert "breakwater-relay exited with status 0" in out
+    if args:
+        # rows read with the registry's schemas: the decimal and the status of a new order
+        assert 'avro {"customer_id": "1", "total": "99.50", "status": "new"}' \
+            in out, out[-4000:]
