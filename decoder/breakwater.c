@@ -1,8 +1,9 @@
 /*
  * breakwater.c
  *		The breakwater logical decoding output plugin: its table of callbacks, and what each
- *		callback decides to send (filters, tenant tags, lazy BEGIN). The bytes are written by
- *		bw_binary.c or bw_json.c; per-relation decisions come from bw_relcache.c.
+ *		callback decides to send (filters, tenant tags, lazy BEGIN, lazy stream blocks). The
+ *		bytes are written by bw_binary.c or bw_json.c; per-relation decisions come from
+ *		bw_relcache.c.
  */
 #include "breakwater.h"
 
@@ -26,6 +27,16 @@ static void bw_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int 
 						Relation relations[], ReorderBufferChange *change);
 static void bw_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, bool transactional,
 					   const char *prefix, Size size, const char *message);
+static void bw_stream_start(LogicalDecodingContext *ctx, ReorderBufferTXN *txn);
+static void bw_stream_stop(LogicalDecodingContext *ctx, ReorderBufferTXN *txn);
+static void bw_stream_abort(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr abort_lsn);
+static void bw_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn);
+static void bw_stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
+							 ReorderBufferChange *change);
+static void bw_stream_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations,
+							   Relation relations[], ReorderBufferChange *change);
+static void bw_stream_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn,
+							  bool transactional, const char *prefix, Size size, const char *message);
 
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
@@ -37,6 +48,18 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->message_cb = bw_message;
 	cb->commit_cb = bw_commit;
 	cb->shutdown_cb = bw_shutdown;
+
+	/*
+	 * Streaming of large in-progress transactions; bw_startup turns it off unless the client
+	 * asked for it. No stream_prepare_cb: the plugin does not decode two-phase transactions.
+	 */
+	cb->stream_start_cb = bw_stream_start;
+	cb->stream_stop_cb = bw_stream_stop;
+	cb->stream_abort_cb = bw_stream_abort;
+	cb->stream_commit_cb = bw_stream_commit;
+	cb->stream_change_cb = bw_stream_change;
+	cb->stream_message_cb = bw_stream_message;
+	cb->stream_truncate_cb = bw_stream_truncate;
 }
 
 /*
@@ -75,11 +98,15 @@ bw_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 	data->cache_cxt = AllocSetContextCreate(ctx->context, "breakwater relations", ALLOCSET_DEFAULT_SIZES);
 	ctx->output_plugin_private = data;
 
-	/* We implement neither the streaming nor the two-phase callbacks: say so explicitly. */
+	/*
+	 * PostgreSQL streams whenever the stream callbacks exist; we do only when asked (the client
+	 * must understand S/E/X/A/K records). No two-phase callbacks: say so explicitly.
+	 */
 	ctx->streaming = false;
 	ctx->twophase = false;
 
 	bw_parse_options(&data->opts, ctx->output_plugin_options);
+	ctx->streaming = data->opts.streaming;
 	opt->output_type =
 		data->opts.format == BW_FORMAT_BINARY ? OUTPUT_PLUGIN_BINARY_OUTPUT : OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
 	opt->receive_rewrites = false;
@@ -122,21 +149,47 @@ bw_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 	txn->output_plugin_private = MemoryContextAllocZero(ctx->context, sizeof(BwTxn));
 }
 
-/* BEGIN goes out with the first record that passed the filters, not before. */
+/*
+ * BEGIN goes out with the first record that passed the filters, not before; so does a stream
+ * block's S (txn is then the top-level transaction being streamed).
+ */
 static void
-ensure_begin(LogicalDecodingContext *ctx, BwData *data, ReorderBufferTXN *txn)
+ensure_open(LogicalDecodingContext *ctx, BwData *data, ReorderBufferTXN *txn, bool streaming)
 {
 	BwTxn *bt = txn->output_plugin_private;
 
-	if (bt->begin_sent)
+	if (bt->opened)
 		return;
-	bt->begin_sent = true;
-	if (data->opts.format == BW_FORMAT_BINARY)
+	bt->opened = true;
+	if (data->opts.format != BW_FORMAT_BINARY)
+		return;
+	bw_chunk_begin_record(data);
+	if (streaming)
 	{
-		bw_chunk_begin_record(data);
-		bw_binary_begin(data->chunk, txn);
-		bw_chunk_end_record(ctx, data, false);
+		bw_binary_stream_start(data->chunk, txn->xid, !bt->streamed);
+		bt->streamed = true;
+		bt->subxid = InvalidTransactionId;
 	}
+	else
+		bw_binary_begin(data->chunk, txn);
+	bw_chunk_end_record(ctx, data, false);
+}
+
+/*
+ * In a stream block, an X record names the (sub)transaction of the changes after it, so that a
+ * reader can discard them if that subtransaction rolls back. Only when it changes.
+ */
+static void
+ensure_subxact(LogicalDecodingContext *ctx, BwData *data, ReorderBufferTXN *txn, TransactionId subxid)
+{
+	BwTxn *bt = txn->output_plugin_private;
+
+	if (bt->subxid == subxid)
+		return;
+	bt->subxid = subxid;
+	bw_chunk_begin_record(data);
+	bw_binary_subxact(data->chunk, subxid);
+	bw_chunk_end_record(ctx, data, false);
 }
 
 static void
@@ -169,7 +222,7 @@ bw_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_
 	BwData *data = ctx->output_plugin_private;
 	BwTxn *bt = txn->output_plugin_private;
 
-	if (bt->begin_sent)
+	if (bt->opened)
 	{
 		if (data->opts.format == BW_FORMAT_BINARY)
 		{
@@ -230,8 +283,13 @@ warn_missing_tenant_value(BwRelation *rel, bool is_delete)
 	rel->warned = true;
 }
 
+/*
+ * A row change, in a transaction at its commit or (streaming) in a block of an in-progress one;
+ * txn is the top-level transaction either way, change->txn the subtransaction it belongs to.
+ */
 static void
-bw_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation, ReorderBufferChange *change)
+emit_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
+			ReorderBufferChange *change, bool streaming)
 {
 	BwData *data = ctx->output_plugin_private;
 	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
@@ -327,8 +385,10 @@ bw_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 	else if (data->opts.missing_tenant == BW_MISSING_DROP)
 		goto skip;
 
-	ensure_begin(ctx, data, txn);
+	ensure_open(ctx, data, txn, streaming);
 	ensure_relation_sent(ctx, data, rel);
+	if (streaming)
+		ensure_subxact(ctx, data, txn, change->txn->xid);
 	bw_chunk_begin_record(data);
 	if (data->opts.format == BW_FORMAT_BINARY)
 		bw_binary_change(data->chunk, rel, op, tenant, has_tenant, oldtuple, oldkind, newtuple);
@@ -346,8 +406,14 @@ done:
 }
 
 static void
-bw_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations, Relation relations[],
-			ReorderBufferChange *change)
+bw_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation, ReorderBufferChange *change)
+{
+	emit_change(ctx, txn, relation, change, false);
+}
+
+static void
+emit_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations, Relation relations[],
+			  ReorderBufferChange *change, bool streaming)
 {
 	BwData *data = ctx->output_plugin_private;
 	MemoryContext old = MemoryContextSwitchTo(data->change_cxt);
@@ -373,9 +439,11 @@ bw_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations, 
 		count_skipped(ctx, txn);
 	else
 	{
-		ensure_begin(ctx, data, txn);
+		ensure_open(ctx, data, txn, streaming);
 		for (i = 0; i < n; i++)
 			ensure_relation_sent(ctx, data, rels[i]);
+		if (streaming)
+			ensure_subxact(ctx, data, txn, change->txn->xid);
 		bw_chunk_begin_record(data);
 		if (data->opts.format == BW_FORMAT_BINARY)
 			bw_binary_truncate(data->chunk, n, relids, change->data.truncate.cascade,
@@ -387,6 +455,13 @@ bw_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations, 
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(data->change_cxt);
+}
+
+static void
+bw_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations, Relation relations[],
+			ReorderBufferChange *change)
+{
+	emit_truncate(ctx, txn, nrelations, relations, change, false);
 }
 
 static bool
@@ -402,9 +477,34 @@ prefix_wanted(BwData *data, const char *prefix)
 	return false;
 }
 
+/*
+ * The subtransaction a streamed transactional message belongs to. Unlike stream_change,
+ * stream_message is not given the change, only the top-level transaction, so this is inferred:
+ * the newest subtransaction (highest xid) that wrote WAL before the message and has not been
+ * aborted. That is the message's own subtransaction, or one of its subtransactions already
+ * released into it (they can roll back only together with it, so readers that discard every
+ * subxid at or after an aborted one, as docs/protocol.md says, treat the message right).
+ */
+static TransactionId
+message_subxid(ReorderBufferTXN *txn, XLogRecPtr lsn)
+{
+	TransactionId subxid = txn->xid;
+	dlist_iter iter;
+
+	dlist_foreach(iter, &txn->subtxns)
+	{
+		ReorderBufferTXN *sub = dlist_container(ReorderBufferTXN, node, iter.cur);
+
+		/* lsn is the end of the message's WAL record; first_lsn the start of a record */
+		if (sub->first_lsn < lsn && TransactionIdFollows(sub->xid, subxid))
+			subxid = sub->xid;
+	}
+	return subxid;
+}
+
 static void
-bw_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, bool transactional,
-		   const char *prefix, Size size, const char *message)
+emit_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, bool transactional,
+			 const char *prefix, Size size, const char *message, bool streaming)
 {
 	BwData *data = ctx->output_plugin_private;
 	MemoryContext old;
@@ -417,7 +517,9 @@ bw_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, b
 	}
 	old = MemoryContextSwitchTo(data->change_cxt);
 	if (transactional)
-		ensure_begin(ctx, data, txn);
+		ensure_open(ctx, data, txn, streaming);
+	if (transactional && streaming)
+		ensure_subxact(ctx, data, txn, message_subxid(txn, lsn));
 	bw_chunk_begin_record(data);
 	if (data->opts.format == BW_FORMAT_BINARY)
 		bw_binary_message(data->chunk, transactional, lsn, prefix, size, message);
@@ -427,4 +529,115 @@ bw_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, b
 	bw_chunk_end_record(ctx, data, !transactional);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(data->change_cxt);
+}
+
+static void
+bw_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, bool transactional,
+		   const char *prefix, Size size, const char *message)
+{
+	emit_message(ctx, txn, lsn, transactional, prefix, size, message, false);
+}
+
+/*
+ * Streaming. PostgreSQL hands over a large transaction while it is still in progress, in blocks
+ * (stream_start .. stream_stop) of the changes decoded so far, then either stream_commit (after a
+ * last block with the rest) or stream_abort, also once for each subtransaction that rolls back.
+ * Only the binary format streams (bw_parse_options).
+ */
+static void
+bw_stream_start(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	BwTxn *bt = txn->output_plugin_private;
+
+	Assert(((BwData *) ctx->output_plugin_private)->opts.format == BW_FORMAT_BINARY);
+	if (bt == NULL)
+	{
+		bt = MemoryContextAllocZero(ctx->context, sizeof(BwTxn));
+		txn->output_plugin_private = bt;
+	}
+	/* like BEGIN, S waits for the block's first record that passes the filters */
+	bt->opened = false;
+	bt->subxid = InvalidTransactionId;
+}
+
+static void
+bw_stream_stop(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	BwData *data = ctx->output_plugin_private;
+	BwTxn *bt = txn->output_plugin_private;
+
+	/* the block may end early after an ERROR PostgreSQL caught (see bw_chunk_begin_record) */
+	bw_chunk_drop_partial_record(data);
+	if (!bt->opened)
+		return;
+	bt->opened = false;
+	bw_chunk_begin_record(data);
+	bw_binary_stream_stop(data->chunk);
+	bw_chunk_end_record(ctx, data, true);
+}
+
+/*
+ * The whole transaction (txn is top-level) or one subtransaction (txn->toptxn set) rolled back.
+ * Sent only if something of the transaction was streamed in this session.
+ */
+static void
+bw_stream_abort(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr abort_lsn)
+{
+	BwData *data = ctx->output_plugin_private;
+	ReorderBufferTXN *top = txn->toptxn != NULL ? txn->toptxn : txn;
+	BwTxn *bt = top->output_plugin_private;
+
+	if (bt != NULL && bt->streamed)
+	{
+		bw_chunk_begin_record(data);
+		bw_binary_stream_abort(data->chunk, top->xid, txn->xid, abort_lsn);
+		bw_chunk_end_record(ctx, data, true);
+	}
+	if (top == txn && bt != NULL)
+	{
+		pfree(bt);
+		txn->output_plugin_private = NULL;
+	}
+}
+
+static void
+bw_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+	BwData *data = ctx->output_plugin_private;
+	BwTxn *bt = txn->output_plugin_private;
+
+	if (bt != NULL && bt->streamed)
+	{
+		bw_chunk_begin_record(data);
+		bw_binary_stream_commit(data->chunk, txn);
+		bw_chunk_end_record(ctx, data, true);
+	}
+	else
+		OutputPluginUpdateProgress(ctx, true);
+	if (bt != NULL)
+	{
+		pfree(bt);
+		txn->output_plugin_private = NULL;
+	}
+}
+
+static void
+bw_stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
+				 ReorderBufferChange *change)
+{
+	emit_change(ctx, txn, relation, change, true);
+}
+
+static void
+bw_stream_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations, Relation relations[],
+				   ReorderBufferChange *change)
+{
+	emit_truncate(ctx, txn, nrelations, relations, change, true);
+}
+
+static void
+bw_stream_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn, bool transactional,
+				  const char *prefix, Size size, const char *message)
+{
+	emit_message(ctx, txn, lsn, transactional, prefix, size, message, transactional);
 }

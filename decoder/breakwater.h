@@ -70,6 +70,7 @@ typedef struct BwOptions
 	int actions;            /* BW_ACTION_* bits */
 	List *message_prefixes; /* of char * patterns; NIL = no messages */
 	int write_chunk_bytes;  /* -1 = the format's default */
+	bool streaming;         /* stream in-progress transactions (binary only) */
 } BwOptions;
 
 /*
@@ -126,9 +127,10 @@ typedef struct BwTuple
 /* Everything decided about one relation, keyed by relid. */
 typedef struct BwRelation
 {
-	Oid relid;  /* hash key */
-	bool valid; /* cleared by invalidation callbacks */
-	bool sent;  /* relation record written in this session */
+	Oid relid;     /* hash key */
+	bool valid;    /* cleared by invalidation callbacks */
+	bool building; /* set while build() runs: still set means an error cut it short */
+	bool sent;     /* relation record written in this session */
 	bool included;
 	bool warned;       /* one warning per relation, never one per row */
 	MemoryContext cxt; /* everything below lives here; reset on rebuild */
@@ -157,15 +159,22 @@ typedef struct BwData
 	MemoryContext cache_cxt;  /* relation cache */
 	StringInfo chunk;         /* records waiting to be written */
 	int chunk_limit;          /* flush once the chunk reaches this many bytes */
+	int record_start;         /* chunk length before the record being written */
+	bool record_open;         /* a record is being written (see bw_chunk_begin_record) */
 	int guc_nestlevel;        /* SQL interface: output settings restored at shutdown */
 	pg_tz *utc;
 } BwData;
 
-/* Per transaction: txn->output_plugin_private. */
+/*
+ * Per transaction: txn->output_plugin_private. A streamed transaction keeps it in its top-level
+ * txn from its first stream block to its stream commit or abort.
+ */
 typedef struct BwTxn
 {
-	bool begin_sent;
-	uint64 skipped; /* changes filtered out since the last progress update */
+	bool opened;          /* B written; when streaming, this block's S written */
+	bool streamed;        /* an S was written for this transaction in this session */
+	TransactionId subxid; /* streaming: xid of this block's last X record, or invalid */
+	uint64 skipped;       /* changes filtered out since the last progress update */
 } BwTxn;
 
 /* breakwater.c */
@@ -195,10 +204,17 @@ extern const char *bw_value_text_fast(BwColumn *col, Datum value, char *buf, siz
 extern void bw_chunk_begin_record(BwData *data);
 extern void bw_chunk_end_record(LogicalDecodingContext *ctx, BwData *data, bool end_of_txn);
 extern void bw_chunk_flush(LogicalDecodingContext *ctx, BwData *data, bool last_write);
+extern void bw_chunk_drop_partial_record(BwData *data);
 
 /* bw_binary.c */
 extern void bw_binary_begin(StringInfo out, ReorderBufferTXN *txn);
 extern void bw_binary_commit(StringInfo out, ReorderBufferTXN *txn);
+extern void bw_binary_stream_start(StringInfo out, TransactionId xid, bool first);
+extern void bw_binary_stream_stop(StringInfo out);
+extern void bw_binary_subxact(StringInfo out, TransactionId subxid);
+extern void bw_binary_stream_abort(StringInfo out, TransactionId xid, TransactionId subxid,
+								   XLogRecPtr abort_lsn);
+extern void bw_binary_stream_commit(StringInfo out, ReorderBufferTXN *txn);
 extern void bw_binary_relation(StringInfo out, BwRelation *rel);
 extern void bw_binary_change(StringInfo out, BwRelation *rel, char op, Datum tenant, bool has_tenant,
 							 BwTuple *oldtuple, char oldkind, BwTuple *newtuple);

@@ -327,6 +327,49 @@ bw_binary_commit(StringInfo out, ReorderBufferTXN *txn)
 	put_xact(out, 'C', txn);
 }
 
+/* Streamed transactions (docs/protocol.md, "Streamed transactions"). */
+void
+bw_binary_stream_start(StringInfo out, TransactionId xid, bool first)
+{
+	int start = start_record(out, 'S');
+
+	put_u32(out, xid);
+	put_u8(out, first ? 1 : 0);
+	end_record(out, start);
+}
+
+void
+bw_binary_stream_stop(StringInfo out)
+{
+	end_record(out, start_record(out, 'E'));
+}
+
+void
+bw_binary_subxact(StringInfo out, TransactionId subxid)
+{
+	int start = start_record(out, 'X');
+
+	put_u32(out, subxid);
+	end_record(out, start);
+}
+
+void
+bw_binary_stream_abort(StringInfo out, TransactionId xid, TransactionId subxid, XLogRecPtr abort_lsn)
+{
+	int start = start_record(out, 'A');
+
+	put_u32(out, xid);
+	put_u32(out, subxid);
+	put_u64(out, abort_lsn);
+	end_record(out, start);
+}
+
+void
+bw_binary_stream_commit(StringInfo out, ReorderBufferTXN *txn)
+{
+	put_xact(out, 'K', txn);
+}
+
 void
 bw_binary_relation(StringInfo out, BwRelation *rel)
 {

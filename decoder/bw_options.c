@@ -21,6 +21,7 @@ typedef enum BwOptionId
 	OPT_WRITE_CHUNK_BYTES,
 	OPT_VALUE_ENCODING,
 	OPT_PROTOCOL_VERSION,
+	OPT_STREAMING,
 	OPT_COUNT
 } BwOptionId;
 
@@ -37,6 +38,7 @@ static const char *const option_names[OPT_COUNT] = {
 	[OPT_WRITE_CHUNK_BYTES] = "write-chunk-bytes",
 	[OPT_VALUE_ENCODING] = "value-encoding",
 	[OPT_PROTOCOL_VERSION] = "protocol-version",
+	[OPT_STREAMING] = "streaming",
 };
 
 #define MIN_CHUNK_BYTES 1
@@ -109,6 +111,7 @@ bw_parse_options(BwOptions *opts, List *options)
 	static const char *const formats[] = {"binary", "json", NULL};
 	static const char *const encodings[] = {"auto", "text", "send", NULL};
 	static const char *const missing[] = {"pass", "drop", "error", NULL};
+	static const char *const off_on[] = {"off", "on", NULL};
 	bool seen[OPT_COUNT] = {0};
 	ListCell *lc;
 
@@ -128,7 +131,7 @@ bw_parse_options(BwOptions *opts, List *options)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unrecognized option \"%s\" for output plugin \"breakwater\"", elem->defname),
 				 errhint(
-					 "Valid options are format, tables, exclude-tables, tenant-column, tenant-columns, missing-tenant, exclude-columns, actions, message-prefixes, write-chunk-bytes, value-encoding and protocol-version.")));
+					 "Valid options are format, tables, exclude-tables, tenant-column, tenant-columns, missing-tenant, exclude-columns, actions, message-prefixes, write-chunk-bytes, value-encoding, protocol-version and streaming.")));
 		if (seen[id])
 			ereport(ERROR, (errcode(ERRCODE_SYNTAX_ERROR),
 							errmsg("option \"%s\" is given more than once", elem->defname),
@@ -201,8 +204,19 @@ bw_parse_options(BwOptions *opts, List *options)
 						 errhint("This plugin speaks protocol version %d; upgrade the plugin or the client.",
 								 BW_PROTOCOL_VERSION)));
 				break;
+			case OPT_STREAMING:
+				opts->streaming = choose(elem->defname, value, off_on) == 1;
+				break;
 			case OPT_COUNT:
 				break;
 		}
 	}
+
+	/* streamed blocks, aborts and commits exist in the binary protocol only */
+	if (opts->streaming && opts->format != BW_FORMAT_BINARY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"streaming\" is \"on\" but \"format\" is \"json\""),
+				 errdetail("Only the binary format can stream transactions that are still in progress."),
+				 errhint("Add format=binary, or set \"streaming\" to \"off\".")));
 }

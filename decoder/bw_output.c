@@ -7,12 +7,22 @@
  */
 #include "breakwater.h"
 
-/* Called before each record: opens the chunk (binary: version byte; json: separator). */
+/*
+ * Called before each record: opens the chunk (binary: version byte; json: separator).
+ *
+ * A record left open is one whose writing an ERROR cut short. Decoding normally ends with such
+ * an error, but while streaming PostgreSQL catches one kind, a catalog lookup that finds the
+ * streamed (sub)transaction aborted meanwhile, and goes on with stream_stop and later blocks:
+ * the half-written record must not reach the client, so it is dropped here.
+ */
 void
 bw_chunk_begin_record(BwData *data)
 {
 	StringInfo chunk = data->chunk;
 
+	bw_chunk_drop_partial_record(data);
+	data->record_start = chunk->len;
+	data->record_open = true;
 	if (data->opts.format == BW_FORMAT_BINARY)
 	{
 		if (chunk->len == 0)
@@ -27,6 +37,7 @@ bw_chunk_flush(LogicalDecodingContext *ctx, BwData *data, bool last_write)
 {
 	StringInfo chunk = data->chunk;
 
+	data->record_open = false;
 	if (chunk->len == 0)
 		return;
 	OutputPluginPrepareWrite(ctx, last_write);
@@ -46,6 +57,18 @@ bw_chunk_flush(LogicalDecodingContext *ctx, BwData *data, bool last_write)
 void
 bw_chunk_end_record(LogicalDecodingContext *ctx, BwData *data, bool end_of_txn)
 {
+	data->record_open = false;
 	if (end_of_txn || data->chunk->len >= data->chunk_limit)
 		bw_chunk_flush(ctx, data, end_of_txn);
+}
+
+/* Forget the record an ERROR interrupted, if any (see bw_chunk_begin_record). */
+void
+bw_chunk_drop_partial_record(BwData *data)
+{
+	if (!data->record_open)
+		return;
+	data->chunk->len = data->record_start;
+	data->chunk->data[data->record_start] = '\0';
+	data->record_open = false;
 }

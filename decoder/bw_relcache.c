@@ -234,8 +234,13 @@ build(BwData *data, BwRelation *entry, Relation rel)
 	const char *tenant_name;
 	int i;
 
-	/* Set first: an invalidation arriving during the catalog access below clears it again. */
+	/*
+	 * Set first: an invalidation arriving during the catalog access below clears it again.
+	 * 'building' stays set if an ERROR cuts this short; while streaming, PostgreSQL catches one
+	 * (a concurrent abort of the streamed transaction) and decoding goes on with this entry.
+	 */
 	entry->valid = true;
+	entry->building = true;
 	entry->sent = false;
 	if (entry->cxt == NULL)
 		entry->cxt = AllocSetContextCreate(data->cache_cxt, "breakwater relation", ALLOCSET_SMALL_SIZES);
@@ -314,6 +319,7 @@ build(BwData *data, BwRelation *entry, Relation rel)
 		report_missing_tenant_column(data, entry, tenant_name);
 
 done:
+	entry->building = false;
 	MemoryContextSwitchTo(old);
 }
 
@@ -328,11 +334,12 @@ bw_relcache_get(BwData *data, Relation rel)
 	if (!found)
 	{
 		entry->valid = false;
+		entry->building = false;
 		entry->warned = false;
 		entry->cxt = NULL;
 	}
 	/* the width check guards the reused arrays should an invalidation ever be missed */
-	if (!entry->valid || (entry->included && entry->natts != RelationGetDescr(rel)->natts))
+	if (!entry->valid || entry->building || (entry->included && entry->natts != RelationGetDescr(rel)->natts))
 		build(data, entry, rel);
 	return entry;
 }

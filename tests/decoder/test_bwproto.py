@@ -140,6 +140,118 @@ def test_unknown_tags_are_skipped_and_appended_bytes_ignored():
     assert recs[0]["xid"] == 1 and recs[0]["size"] == 5 + len(begin) + len(b"future fields")
 
 
+# ---- streamed transactions ----------------------------------------------------------------------
+
+def s_rec(xid, first):
+    return rec("S", struct.pack(">IB", xid, first))
+
+
+def x_rec(subxid):
+    return rec("X", struct.pack(">I", subxid))
+
+
+def a_rec(xid, subxid, lsn=0x2000):
+    return rec("A", struct.pack(">IIQ", xid, subxid, lsn))
+
+
+def ins(relid, i):
+    return change("I", relid, val("n"), "X", new=tup(val("b", struct.pack(">i", i)), val("n"), val("n")))
+
+
+def test_stream_records():
+    recs = bwproto.decode_chunks([chunk(s_rec(800, 1), relation(1, COLS), x_rec(801), ins(1, 5), rec("E", b"")),
+                                  chunk(a_rec(800, 801, 0x1234)),
+                                  chunk(xact("K", xid=800, commit_lsn=0x3000, end_lsn=0x3040))])
+    s, r, x, i, e, a, k = recs
+    assert s == {"type": "stream_start", "xid": 800, "first": True, "size": 10}
+    assert x == {"type": "subxact", "xid": 801, "size": 9} and e == {"type": "stream_stop", "size": 5}
+    assert a == {"type": "stream_abort", "xid": 800, "subxid": 801, "abort_lsn": 0x1234, "size": 21}
+    assert k["type"] == "stream_commit" and (k["xid"], k["commit_lsn"], k["end_lsn"]) == (800, 0x3000, 0x3040)
+    assert k["commit_time"] == datetime.datetime.fromtimestamp(1_700_000_000, UTC)
+    with pytest.raises(ProtocolError, match="first flag 2"):
+        bwproto.decode_chunks([chunk(s_rec(800, 2))])
+
+
+def feed_all(*chunks):
+    r = bwproto.Reassembler()
+    out = [item for rec in bwproto.decode_chunks(chunks) for item in r.feed(rec)]
+    return r, out
+
+
+def inserted(item):
+    return [rec["new"]["id"] for rec in item["records"]]
+
+
+def test_reassembly_of_a_streamed_commit_between_plain_transactions():
+    r, out = feed_all(
+        chunk(s_rec(800, 1), relation(1, COLS), x_rec(800), ins(1, 1), x_rec(801), ins(1, 2), rec("E", b"")),
+        chunk(xact("B", xid=802), ins(1, 100), xact("C", xid=802)),
+        chunk(s_rec(800, 0), x_rec(801), ins(1, 3)),     # a block spans chunks
+        chunk(x_rec(800), ins(1, 4), rec("E", b"")),
+        chunk(rec("M", bytes([0]) + struct.pack(">Q", 9) + name("bw") + struct.pack(">I", 0))),
+        chunk(xact("K", xid=800)))
+    assert [(i["type"], i.get("xid"), i.get("streamed")) for i in out] == \
+        [("transaction", 802, False), ("message", None, None), ("transaction", 800, True)]
+    assert inserted(out[0]) == [100] and inserted(out[2]) == [1, 2, 3, 4]
+    assert out[2]["commit_lsn"] == 0x1000 and out[2]["end_lsn"] == 0x1030
+    assert r.spooled == {}
+
+
+def test_reassembly_of_aborts():
+    # 801 and 803 roll back; 802, assigned after 801, is one of 801's subtransactions and goes
+    # with it even though its own abort is not seen; 804 was assigned after 803 rolled back
+    r, out = feed_all(
+        chunk(s_rec(800, 1), relation(1, COLS), x_rec(800), ins(1, 1), x_rec(801), ins(1, 2), x_rec(802),
+              ins(1, 3), rec("E", b"")),
+        chunk(a_rec(800, 801)),
+        chunk(s_rec(800, 0), x_rec(800), ins(1, 4), x_rec(803), ins(1, 5), rec("E", b"")),
+        chunk(a_rec(800, 803)),
+        chunk(s_rec(800, 0), x_rec(804), ins(1, 6), rec("E", b"")),
+        chunk(s_rec(900, 1), x_rec(900), ins(1, 7), rec("E", b"")),
+        chunk(a_rec(900, 900)),
+        chunk(xact("K", xid=800)))
+    (txn,) = out
+    assert inserted(txn) == [1, 4, 6]
+    assert r.aborted == [(800, 801, 0x2000), (800, 803, 0x2000), (900, 900, 0x2000)] and r.spooled == {}
+
+
+def test_reassembly_compares_xids_modulo_2_32():
+    top, sub1, sub2 = 2**32 - 2, 2**32 - 1, 3          # the counter wrapped inside the transaction
+    _, out = feed_all(
+        chunk(s_rec(top, 1), relation(1, COLS), x_rec(top), ins(1, 1), x_rec(sub1), ins(1, 2), x_rec(sub2),
+              ins(1, 3), rec("E", b"")),
+        chunk(a_rec(top, sub2)),
+        chunk(xact("K", xid=top)))
+    assert inserted(out[0]) == [1, 2]
+    assert bwproto.xid_follows_or_equals(3, 2**32 - 1) and not bwproto.xid_follows_or_equals(2**32 - 1, 3)
+
+
+def test_first_block_starts_the_transaction_again():
+    r, out = feed_all(chunk(s_rec(800, 1), relation(1, COLS), x_rec(800), ins(1, 1), rec("E", b"")),
+                      chunk(s_rec(800, 1), x_rec(800), ins(1, 2), rec("E", b"")),
+                      chunk(xact("K", xid=800)))
+    assert inserted(out[0]) == [2]
+
+
+def test_reassembly_errors():
+    head = chunk(relation(1, COLS))
+    bad = [
+        [chunk(s_rec(800, 0), rec("E", b""))],                           # continues nothing
+        [chunk(s_rec(800, 1), ins(1, 1))],                                # change before any X
+        [chunk(s_rec(800, 1), xact("B", xid=1))],                         # B inside a block
+        [chunk(a_rec(800, 800))],                                         # abort of nothing
+        [chunk(xact("K", xid=800))],                                      # commit of nothing
+        [chunk(xact("B", xid=1), s_rec(800, 1))],                         # S inside B..C
+        [chunk(x_rec(800))],                                              # X outside a block
+        [chunk(ins(1, 1))],                                               # change outside
+    ]
+    for chunks in bad:
+        with pytest.raises(ProtocolError):
+            bwproto.reassemble(bwproto.decode_chunks([head, *chunks]))
+    with pytest.raises(ProtocolError, match="end inside"):
+        bwproto.reassemble(bwproto.decode_chunks([chunk(s_rec(800, 1), x_rec(800))]))
+
+
 # ---- malformed input ------------------------------------------------------------------------------
 
 def test_unknown_version_stops():

@@ -1,13 +1,16 @@
 """Reference reader of the Breakwater binary protocol, version 1, written from docs/protocol.md.
 
-It owns three things and nothing else:
+It owns four things and nothing else:
   * splitting a chunk (version byte + framed records) into records, skipping unknown tags and
     ignoring bytes appended to known bodies, as the spec asks of a version-1 reader;
   * the relid -> relation map a reader keeps for one decoding session (`Reader.relations`);
-  * turning records into plain dicts, and 'b' values of the spec's value table into Python values.
+  * turning records into plain dicts, and 'b' values of the spec's value table into Python values;
+  * putting streamed transactions back together (`Reassembler`, `reassemble`), as the spec's
+    "Streamed transactions" section says.
 
 Records come out as dicts with a "type" key: begin, commit, relation, insert, update, delete,
-truncate, message. Tuples are dicts column name -> value in relation-record order; NULL is None,
+truncate, message, and for streamed transactions stream_start, stream_stop, subxact,
+stream_abort, stream_commit. Tuples are dicts column name -> value in relation-record order; NULL is None,
 an unchanged TOASTed value is the `UNCHANGED` sentinel, a 't' value is a str. 'b' values map to
 bool, int, float, decimal.Decimal (NaN and +-Infinity included), datetime.date / time / datetime
 (timestamptz as an aware UTC datetime), `Interval`, uuid.UUID and bytes; infinite dates and
@@ -358,10 +361,138 @@ class Reader:
         return {"type": "message", "transactional": bool(transactional), "lsn": buf.u64("lsn"),
                 "prefix": buf.name("prefix"), "content": buf.take(buf.u32("content length"), "content")}
 
+    def _stream_start(self, buf):
+        xid, first = buf.u32("xid"), buf.u8("first")
+        if first > 1:
+            raise ProtocolError(f"stream start first flag {first}, expected 0 or 1")
+        return {"type": "stream_start", "xid": xid, "first": bool(first)}
+
+    def _stream_stop(self, buf):
+        return {"type": "stream_stop"}
+
+    def _subxact(self, buf):
+        return {"type": "subxact", "xid": buf.u32("xid")}
+
+    def _stream_abort(self, buf):
+        return {"type": "stream_abort", "xid": buf.u32("xid"), "subxid": buf.u32("subxid"),
+                "abort_lsn": buf.u64("abort_lsn")}
+
+    def _stream_commit(self, buf):
+        return self._xact(buf, "stream_commit")
+
     _parsers = {"B": _begin, "C": _commit, "R": _relation, "I": _insert, "U": _update,
-                "D": _delete, "T": _truncate, "M": _message}
+                "D": _delete, "T": _truncate, "M": _message, "S": _stream_start, "E": _stream_stop,
+                "X": _subxact, "A": _stream_abort, "K": _stream_commit}
 
 
 def decode_chunks(chunks):
     """Decode a whole session's chunks with a fresh Reader."""
     return Reader().read_chunks(chunks)
+
+
+# ---- streamed transactions --------------------------------------------------------------------
+
+def xid_follows_or_equals(a, b):
+    """PostgreSQL's xid order, modulo 2**32: a is b or was assigned after it."""
+    return (a - b) & 0xFFFFFFFF < 0x80000000
+
+
+_CONTENT = ("insert", "update", "delete", "truncate", "message")
+
+
+class Reassembler:
+    """Turns the decoded records of one decoding session, fed in order, into whole transactions,
+    as docs/protocol.md ("Streamed transactions") says a reader does.
+
+    feed(record) returns what the record completes: [] mostly; a transaction at C or K; a
+    non-transactional message at once. A transaction is a dict: "type": "transaction", "xid",
+    "commit_lsn", "end_lsn", "commit_time", "streamed" (True when it came as stream blocks + K)
+    and "records": its insert/update/delete/truncate/message records in order. Relation records
+    are not part of any transaction: the Reader applied them to its relation map on arrival.
+
+    `spooled` maps the xid of each streamed transaction still open to its [(subxid, record)];
+    `aborted` lists the (xid, subxid, abort_lsn) of every A seen. A new decoding session needs a
+    new Reassembler: what is spooled does not carry over (the spec's rule)."""
+
+    def __init__(self):
+        self.spooled = {}
+        self.aborted = []
+        self._txn = None        # the open B..C transaction
+        self._block = None      # xid of the open S..E block
+        self._subxid = None     # the block's current subtransaction (last X)
+
+    def feed(self, rec):
+        t = rec["type"]
+        if t == "relation":
+            return []
+        if self._block is not None:
+            return self._in_block(rec, t)
+        if self._txn is not None:
+            if t in _CONTENT:
+                self._txn["records"].append(rec)
+                return []
+            if t != "commit":
+                raise ProtocolError(f"{t} record inside a B..C transaction")
+            if rec["xid"] != self._txn["xid"]:
+                raise ProtocolError(f"commit of xid {rec['xid']} inside transaction {self._txn['xid']}")
+            txn, self._txn = self._txn, None
+            return [txn]
+        if t == "begin":
+            self._txn = self._transaction(rec, False, [])
+            return []
+        if t == "message" and not rec["transactional"]:
+            return [rec]
+        if t == "stream_start":
+            if rec["first"]:
+                self.spooled[rec["xid"]] = []
+            elif rec["xid"] not in self.spooled:
+                raise ProtocolError(f"stream block of xid {rec['xid']} with first=0, but nothing spooled")
+            self._block, self._subxid = rec["xid"], None
+            return []
+        if t == "stream_abort":
+            spool = self._spool(rec["xid"], "stream abort")
+            self.aborted.append((rec["xid"], rec["subxid"], rec["abort_lsn"]))
+            if rec["subxid"] == rec["xid"]:
+                del self.spooled[rec["xid"]]
+            else:
+                spool[:] = [(sub, r) for sub, r in spool if not xid_follows_or_equals(sub, rec["subxid"])]
+            return []
+        if t == "stream_commit":
+            spool = self._spool(rec["xid"], "stream commit")
+            del self.spooled[rec["xid"]]
+            return [self._transaction(rec, True, [r for _, r in spool])]
+        raise ProtocolError(f"{t} record outside a transaction")
+
+    def _in_block(self, rec, t):
+        if t == "stream_stop":
+            self._block = self._subxid = None
+        elif t == "subxact":
+            self._subxid = rec["xid"]
+        elif t in _CONTENT and (t != "message" or rec["transactional"]):
+            if self._subxid is None:
+                raise ProtocolError(f"{t} in the stream block of xid {self._block} before any X record")
+            self.spooled[self._block].append((self._subxid, rec))
+        else:
+            raise ProtocolError(f"{t} record inside the stream block of xid {self._block}")
+        return []
+
+    def _spool(self, xid, what):
+        if xid not in self.spooled:
+            raise ProtocolError(f"{what} for xid {xid}, which has no stream block in this session")
+        return self.spooled[xid]
+
+    @staticmethod
+    def _transaction(rec, streamed, records):
+        return {"type": "transaction", "xid": rec["xid"], "commit_lsn": rec["commit_lsn"],
+                "end_lsn": rec["end_lsn"], "commit_time": rec["commit_time"], "streamed": streamed,
+                "records": records}
+
+
+def reassemble(records):
+    """What a Reassembler makes of one session's records, in order: transactions and
+    non-transactional messages. Raises ProtocolError if a B..C or S..E is left open."""
+    r = Reassembler()
+    out = [item for rec in records for item in r.feed(rec)]
+    if r._txn is not None or r._block is not None:
+        raise ProtocolError("the records end inside a transaction or a stream block")
+    return out
