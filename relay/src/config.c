@@ -107,6 +107,9 @@ static const key_def keys[] = {
     {.name = "decoder.write_chunk_bytes", .type = T_INT, .offset = FIELD(decoder_write_chunk_bytes),
      .def = "65536", .min = 1, .max = 268435456, .plugin_option = "write-chunk-bytes",
      .help = "size in bytes at which the plugin sends what it has written"},
+    {.name = "decoder.streaming", .type = T_BOOL, .offset = FIELD(decoder_streaming),
+     .def = "true", .plugin_option = "streaming",
+     .help = "ask the plugin to stream large transactions while they run (spooled in relay.spool_dir until their commit), so that they never hold up the others"},
     {.name = "topic.prefix", .type = T_STRING, .offset = FIELD(topic_prefix),
      .def = "breakwater", .check = check_topic_prefix,
      .help = "the {prefix} of topic.template"},
@@ -158,6 +161,8 @@ static const key_def keys[] = {
      .def = "30000", .min = 100, .max = 600000, .reloadable = true,
      .help = "longest wait between attempts to reconnect to PostgreSQL (the wait doubles from "
              "100 ms)"},
+    {.name = "relay.spool_dir", .type = T_STRING, .offset = FIELD(spool_dir),
+     .help = "directory of the spool files of streamed transactions in progress (not set: $TMPDIR, else /tmp); files are unlinked at once"},
     {.name = "relay.stats_interval_ms", .type = T_INT, .offset = FIELD(stats_interval_ms),
      .def = "60000", .min = 0, .max = 86400000, .reloadable = true,
      .help = "period of the one-line \"stats:\" log summary; 0 turns it off"},
@@ -1240,6 +1245,8 @@ size_t bw_config_decoder_options(const bw_config *cfg, const char *names[], cons
             continue;
         if (k->type == T_INT)
             ADD(k->plugin_option, cfg->decoder_write_chunk_bytes_text);
+        else if (k->type == T_BOOL)
+            ADD(k->plugin_option, *(const bool *) ((const char *) cfg + k->offset) ? "on" : "off");
         else if (*cstr_field(cfg, k) != NULL)
             ADD(k->plugin_option, *cstr_field(cfg, k));
     }

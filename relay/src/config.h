@@ -35,6 +35,7 @@ typedef struct bw_config {
     char *decoder_actions;
     char *decoder_message_prefixes;
     int64_t decoder_write_chunk_bytes;
+    bool decoder_streaming; /* streaming=on: large transactions arrive while in progress */
     /* [topic] */
     char *topic_prefix;   /* topic.prefix */
     char *topic_template; /* topic.template: {prefix} {schema} {table} {tenant} */
@@ -56,6 +57,7 @@ typedef struct bw_config {
     int64_t status_interval_ms; /* relay.status_interval_ms: standby status update period */
     int64_t reconnect_backoff_max_ms;
     int64_t stats_interval_ms; /* relay.stats_interval_ms: the "stats:" log line; 0 = off */
+    char *spool_dir;           /* relay.spool_dir: NULL = $TMPDIR or /tmp */
     /* [coalesce] */
     char *coalesce_tables;
     int64_t coalesce_window_ms;
@@ -106,10 +108,10 @@ void bw_config_free(bw_config *cfg);
  * The decoder options as (name, value) pairs for START_REPLICATION: format=binary first, then
  * each decoder.* key that is set, under the plugin's option name (tables, exclude-tables,
  * tenant-column, tenant-columns, missing-tenant, exclude-columns, actions, message-prefixes,
- * write-chunk-bytes; write-chunk-bytes always, since it has a value). Fills at most max pairs and
- * returns how many there are. Values point into cfg.
+ * write-chunk-bytes, streaming; the last two always, since they have a value). Fills at most max
+ * pairs and returns how many there are. Values point into cfg.
  */
-#define BW_DECODER_MAX_OPTIONS 10
+#define BW_DECODER_MAX_OPTIONS 11
 size_t bw_config_decoder_options(const bw_config *cfg, const char *names[], const char *values[],
                                  size_t max);
 

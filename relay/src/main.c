@@ -372,6 +372,8 @@ int main(int argc, char **argv, char **envp)
     if (r.cfg.coalesce_tables != NULL && r.cfg.coalesce_tables[0] != '\0')
         r.router.coalescer = bw_coalescer_new(r.track, r.cfg.coalesce_window_ms,
                                               r.cfg.coalesce_max_held_bytes, &merge);
+    if (r.cfg.decoder_streaming)
+        r.router.spools = bw_spools_new(r.cfg.spool_dir);
     if (r.cfg.signals_enabled)
         r.router.signals =
             bw_signals_new(r.track, r.cfg.signals_interval_ms,
@@ -450,6 +452,7 @@ out:
     bw_pgstream_free(r.pg);
     bw_parser_free(r.parser); /* before the router: it releases the router's per-relation state */
     bw_avro_free(r.router.avro);
+    bw_spools_free(r.router.spools);
     bw_registry_free(r.registry);
     bw_router_free(&r.router);
     if (http)

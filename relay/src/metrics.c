@@ -32,6 +32,8 @@ void bw_metrics_init(bw_metrics *m)
     atomic_init(&m->delivery_errors, 0);
     atomic_init(&m->pg_reconnects, 0);
     atomic_init(&m->stream_bytes_in, 0);
+    atomic_init(&m->streamed_transactions, 0);
+    atomic_init(&m->spool_bytes, 0);
     atomic_init(&m->kafka_queue_depth, 0);
     atomic_init(&m->inflight_bytes, 0);
     atomic_init(&m->confirmed_lsn, 0);
@@ -46,8 +48,8 @@ void bw_metrics_init(bw_metrics *m)
 /* One reading of every field, so derived values (lag) agree with the raw ones they come from. */
 typedef struct snapshot {
     uint64_t changes_in, transactions_in, messages_produced, messages_delivered, bytes_delivered;
-    uint64_t delivery_errors, pg_reconnects, stream_bytes_in;
-    int64_t kafka_queue_depth, inflight_bytes;
+    uint64_t delivery_errors, pg_reconnects, stream_bytes_in, streamed_transactions;
+    int64_t kafka_queue_depth, inflight_bytes, spool_bytes;
     uint64_t confirmed_lsn, server_wal_end;
     uint64_t lag_bytes;
     double lag_seconds, uptime_seconds;
@@ -68,6 +70,8 @@ static void take(const bw_metrics *cm, snapshot *s)
     s->delivery_errors = LOAD(m->delivery_errors);
     s->pg_reconnects = LOAD(m->pg_reconnects);
     s->stream_bytes_in = LOAD(m->stream_bytes_in);
+    s->streamed_transactions = LOAD(m->streamed_transactions);
+    s->spool_bytes = LOAD(m->spool_bytes);
     s->kafka_queue_depth = LOAD(m->kafka_queue_depth);
     s->inflight_bytes = LOAD(m->inflight_bytes);
     s->confirmed_lsn = LOAD(m->confirmed_lsn);
@@ -135,6 +139,10 @@ static const metric metrics[] = {
       "Commit records read from the slot."),
     M("breakwater_stream_bytes_in_total", "counter", U64, stream_bytes_in,
       "Bytes of XLogData payload read from PostgreSQL."),
+    M("breakwater_streamed_transactions_total", "counter", U64, streamed_transactions,
+      "Large transactions that arrived streamed while in progress (decoder.streaming), at their commit."),
+    M("breakwater_spool_bytes", "gauge", I64, spool_bytes,
+      "Bytes in the spool files of streamed transactions still in progress."),
     M("breakwater_messages_produced_total", "counter", U64, messages_produced,
       "Messages handed to librdkafka."),
     M("breakwater_messages_delivered_total", "counter", U64, messages_delivered,

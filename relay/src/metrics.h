@@ -20,12 +20,14 @@ typedef struct bw_metrics {
     atomic_uint_fast64_t bytes_delivered;    /* key + value bytes acknowledged */
     atomic_uint_fast64_t delivery_errors;
     atomic_uint_fast64_t pg_reconnects;
-    atomic_uint_fast64_t stream_bytes_in;    /* XLogData payload bytes */
-    atomic_int_fast64_t kafka_queue_depth;   /* rd_kafka_outq_len */
-    atomic_int_fast64_t inflight_bytes;      /* produced, not yet acknowledged */
-    atomic_uint_fast64_t confirmed_lsn;      /* last flush position sent to PostgreSQL */
-    atomic_uint_fast64_t server_wal_end;     /* latest WAL end the server reported */
-    atomic_int_fast64_t last_commit_time_us; /* commit time of the last transaction read */
+    atomic_uint_fast64_t stream_bytes_in;       /* XLogData payload bytes */
+    atomic_uint_fast64_t streamed_transactions; /* stream commits replayed */
+    atomic_int_fast64_t spool_bytes;            /* in spool files of in-progress transactions */
+    atomic_int_fast64_t kafka_queue_depth;      /* rd_kafka_outq_len */
+    atomic_int_fast64_t inflight_bytes;         /* produced, not yet acknowledged */
+    atomic_uint_fast64_t confirmed_lsn;         /* last flush position sent to PostgreSQL */
+    atomic_uint_fast64_t server_wal_end;        /* latest WAL end the server reported */
+    atomic_int_fast64_t last_commit_time_us;    /* commit time of the last transaction read */
     atomic_int_fast64_t start_time_us;
     atomic_int pg_connected; /* 0/1 */
     atomic_int standby;      /* 0/1: waiting for another relay to release the slot */

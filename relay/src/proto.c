@@ -147,6 +147,7 @@ static void relation_free(bw_parser *p, bw_relation *rel)
         free(rel->columns[i].name);
     free(rel->columns);
     free(rel->keys);
+    free(rel->raw);
     free(rel->schema);
     free(rel->table);
     free(rel->tenant_column);
@@ -377,10 +378,14 @@ int bw_parse_chunk(bw_parser *p, const uint8_t *data, size_t len, bw_record_cb c
         bw_record rec;
         memset(&rec, 0, sizeof(rec));
         rec.size = (uint32_t) (whole.p - rec_start);
+        rec.raw = rec_start;
         switch (tag) {
         case 'B':
         case 'C':
-            rec.type = tag == 'B' ? BW_REC_BEGIN : BW_REC_COMMIT;
+        case 'K': /* a streamed transaction's commit: the fields of C */
+            rec.type = tag == 'B'   ? BW_REC_BEGIN
+                       : tag == 'C' ? BW_REC_COMMIT
+                                    : BW_REC_STREAM_COMMIT;
             rec.u.xact.xid = get_u32(&r, "xid");
             rec.u.xact.commit_lsn = get_u64(&r, "commit lsn");
             rec.u.xact.end_lsn = get_u64(&r, "end lsn");
@@ -389,7 +394,32 @@ int bw_parse_chunk(bw_parser *p, const uint8_t *data, size_t len, bw_record_cb c
         case 'R':
             rec.type = BW_REC_RELATION;
             parse_relation(p, &r, &rec.u.rel);
+            if (!r.failed && rec.u.rel) {
+                bw_relation *rel = (bw_relation *) rec.u.rel;
+                rel->raw = bw_xmalloc(rec.size);
+                memcpy(rel->raw, rec_start, rec.size);
+                rel->raw_len = rec.size;
+            }
             break;
+        case 'S':
+            rec.type = BW_REC_STREAM_START;
+            rec.u.stream.xid = get_u32(&r, "stream xid");
+            rec.u.stream.first = get_u8(&r, "stream first flag") != 0;
+            break;
+        case 'E':
+            rec.type = BW_REC_STREAM_STOP;
+            break;
+        case 'X':
+            rec.type = BW_REC_SUBXACT;
+            rec.u.subxid = get_u32(&r, "subtransaction xid");
+            break;
+        case 'A':
+            rec.type = BW_REC_STREAM_ABORT;
+            rec.u.abort.xid = get_u32(&r, "stream abort xid");
+            rec.u.abort.subxid = get_u32(&r, "stream abort subxid");
+            rec.u.abort.abort_lsn = get_u64(&r, "stream abort lsn");
+            break;
+
         case 'I':
         case 'U':
         case 'D':

@@ -70,6 +70,8 @@ typedef struct bw_relation {
     uint16_t nkeys;
     uint16_t *keys; /* indexes into columns[] of the key columns, in order */
     void *user;     /* for the relay's per-relation state (e.g. topic); see bw_parser_new */
+    uint8_t *raw;   /* the framed R record itself, to replay it (streamed transactions) */
+    uint32_t raw_len;
 } bw_relation;
 
 typedef enum bw_record_type {
@@ -81,6 +83,12 @@ typedef enum bw_record_type {
     BW_REC_DELETE,
     BW_REC_TRUNCATE,
     BW_REC_MESSAGE,
+    /* streamed transactions (docs/protocol.md, "Streamed transactions") */
+    BW_REC_STREAM_START,
+    BW_REC_STREAM_STOP,
+    BW_REC_SUBXACT,
+    BW_REC_STREAM_ABORT,
+    BW_REC_STREAM_COMMIT,
 } bw_record_type;
 
 typedef struct bw_xact {
@@ -115,11 +123,26 @@ typedef struct bw_message {
     uint32_t content_len;
 } bw_message;
 
+typedef struct bw_stream_start {
+    uint32_t xid;
+    bool first; /* the transaction's first block in this session */
+} bw_stream_start;
+
+typedef struct bw_stream_abort {
+    uint32_t xid;
+    uint32_t subxid; /* == xid: the whole transaction */
+    uint64_t abort_lsn;
+} bw_stream_abort;
+
 typedef struct bw_record {
     bw_record_type type;
-    uint32_t size; /* framed size in bytes (header included): for accounting */
+    uint32_t size;      /* framed size in bytes (header included): for accounting */
+    const uint8_t *raw; /* the framed record (size bytes), valid during the callback */
     union {
-        bw_xact xact;           /* BEGIN, COMMIT */
+        bw_xact xact;           /* BEGIN, COMMIT, STREAM_COMMIT */
+        bw_stream_start stream; /* STREAM_START */
+        uint32_t subxid;        /* SUBXACT */
+        bw_stream_abort abort;  /* STREAM_ABORT */
         const bw_relation *rel; /* RELATION */
         bw_change change;       /* INSERT, UPDATE, DELETE */
         bw_truncate truncate;   /* TRUNCATE */

@@ -438,8 +438,44 @@ int bw_route_record(void *router, const bw_record *rec)
     return route_record(router, rec) == 0 ? 0 : BW_ROUTE_FAILED;
 }
 
+/*
+ * A streamed transaction's commit: its spooled records go through the router now, between a
+ * BEGIN and a COMMIT of the commit's fields, as a transaction read at its commit would.
+ */
+static int replay(bw_router *r, const bw_xact *commit)
+{
+    char err[sizeof(r->err)];
+    if (r->entry) {
+        snprintf(r->err, sizeof(r->err), "stream commit of xid %" PRIu32 " inside xid %" PRIu32,
+                 commit->xid, r->xact.xid);
+        return -1;
+    }
+    err[0] = '\0';
+    atomic_fetch_add(&r->metrics->streamed_transactions, 1);
+    bw_info("xid %" PRIu32 " committed after streaming: sending it from its spool (%" PRId64
+            " bytes of spooled transactions)",
+            commit->xid, bw_spools_bytes(r->spools));
+    int rc = bw_spools_replay(r->spools, commit, bw_route_record, r, bw_route_relation_free, r, err,
+                              sizeof(err));
+    atomic_store(&r->metrics->spool_bytes, bw_spools_bytes(r->spools));
+    if (rc == 0)
+        return 0;
+    if (rc != BW_ROUTE_FAILED) /* the spool's own error, not the router's */
+        snprintf(r->err, sizeof(r->err), "%s", err);
+    return -1;
+}
+
 static int route_record(bw_router *r, const bw_record *rec)
 {
+    if (r->spools) {
+        int taken = bw_spools_take(r->spools, rec, r->err, sizeof(r->err));
+        if (taken != 0) {
+            atomic_store(&r->metrics->spool_bytes, bw_spools_bytes(r->spools));
+            return taken < 0 ? -1 : 0;
+        }
+        if (rec->type == BW_REC_STREAM_COMMIT)
+            return replay(r, &rec->u.xact);
+    }
     switch (rec->type) {
     case BW_REC_BEGIN:
         if (r->entry) {
@@ -481,12 +517,22 @@ static int route_record(bw_router *r, const bw_record *rec)
             return -1;
         }
         return route_message(r, rec);
+    default:
+        if (rec->type >= BW_REC_STREAM_START) {
+            snprintf(r->err, sizeof(r->err),
+                     "a streamed-transaction record, but streaming is off (decoder.streaming)");
+            return -1;
+        }
     }
     return 0;
 }
 
 void bw_router_abandon(bw_router *r)
 {
+    if (r->spools) { /* the slot sends unfinished transactions again from their start */
+        bw_spools_clear(r->spools);
+        atomic_store(&r->metrics->spool_bytes, 0);
+    }
     if (r->entry == NULL)
         return;
     /*

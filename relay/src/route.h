@@ -15,6 +15,7 @@
 #include "producer.h"
 #include "proto.h"
 #include "signals.h"
+#include "spool.h"
 
 typedef struct bw_router {
     const bw_config *cfg;
@@ -24,6 +25,7 @@ typedef struct bw_router {
     bw_signals *signals;     /* NULL when signals.enabled is false */
     bw_coalescer *coalescer; /* NULL when coalesce.tables is empty */
     bw_avro *avro;           /* NULL unless value.format is avro */
+    bw_spools *spools;       /* streamed transactions; NULL when decoder.streaming is off */
     bw_xact xact;            /* the transaction being read */
     bw_txn_entry *entry;     /* its tracker entry; NULL outside a transaction */
     bw_buf topic, key, value;

@@ -150,7 +150,8 @@ static uint16_t keys[] = {0};
 
 static bw_relation orders(void)
 {
-    bw_relation rel = {16384, 1, s_public, s_orders, 'd', s_none, 5, columns, 1, keys, NULL};
+    bw_relation rel = {16384,   1, s_public, s_orders, 'd',  s_none, 5,
+                       columns, 1, keys,     NULL,     NULL, 0};
     return rel;
 }
 
@@ -194,7 +195,7 @@ TEST(avro_schema_of_a_relation)
 
     /* numeric whose scale Avro cannot take, and a binary type the relay does not know */
     bw_column odd[] = {{0, 'b', c_amount, BW_OID_NUMERIC, ((2 << 16) | 5) + 4}};
-    bw_relation r2 = {1, 1, s_public, s_orders, 'd', s_none, 1, odd, 0, NULL, NULL};
+    bw_relation r2 = {1, 1, s_public, s_orders, 'd', s_none, 1, odd, 0, NULL, NULL, NULL, 0};
     ASSERT_OK(bw_avro_plan_build(&p, &r2, "bw", err, sizeof(err)));
     ASSERT_EQ(p.cols[0].kind, BW_AV_RENDERED);
     ASSERT_TRUE(p.key_schema == NULL);
@@ -516,7 +517,8 @@ TEST(avro_registry_rejection_names_the_column)
         {0, 'b', c_at, BW_OID_TIMESTAMPTZ, -1},   {0, 'b', c_dash, BW_OID_INT8, -1},
         {0, 'b', c_new, BW_OID_INT4, -1},
     };
-    bw_relation rel2 = {16384, 2, s_public, s_orders, 'd', s_none, 5, changed, 1, keys, NULL};
+    bw_relation rel2 = {16384,   2, s_public, s_orders, 'd',  s_none, 5,
+                        changed, 1, keys,     NULL,     NULL, 0};
     bw_avro_rel *ar2 = bw_avro_rel_new(fx.avro, &rel2, fx.err, sizeof(fx.err));
     ASSERT_TRUE(ar2 != NULL);
     fx.fake->reject = 1;

@@ -454,11 +454,13 @@ TEST(config_decoder_options_order)
 
     ASSERT_OK(load(&fx, NULL, NULL));
     size_t n = bw_config_decoder_options(&fx.cfg, names, values, BW_DECODER_MAX_OPTIONS);
-    ASSERT_EQ(n, 2);
+    ASSERT_EQ(n, 3);
     ASSERT_STR_EQ(names[0], "format");
     ASSERT_STR_EQ(values[0], "binary");
     ASSERT_STR_EQ(names[1], "write-chunk-bytes");
     ASSERT_STR_EQ(values[1], "65536");
+    ASSERT_STR_EQ(names[2], "streaming");
+    ASSERT_STR_EQ(values[2], "on");
     done(&fx);
 
     /* set in an order unlike the table's: the output follows the table */
@@ -467,7 +469,7 @@ TEST(config_decoder_options_order)
                      "--decoder.actions=insert,delete", "--decoder.exclude_columns=*.*.secret",
                      "--decoder.missing_tenant=error", "--decoder.tenant_columns=public.t*=org",
                      "--decoder.tenant_column=org_id", "--decoder.exclude_tables=public.tmp*",
-                     "--decoder.tables=public.*")));
+                     "--decoder.tables=public.*", "--decoder.streaming=false")));
     static const char *const want[][2] = {
         {"format", "binary"},
         {"tables", "public.*"},
@@ -479,15 +481,16 @@ TEST(config_decoder_options_order)
         {"actions", "insert,delete"},
         {"message-prefixes", "audit*"},
         {"write-chunk-bytes", "4096"},
+        {"streaming", "off"},
     };
     n = bw_config_decoder_options(&fx.cfg, names, values, BW_DECODER_MAX_OPTIONS);
-    ASSERT_EQ(n, 10);
+    ASSERT_EQ(n, 11);
     for (size_t i = 0; i < n; i++) {
         ASSERT_STR_EQ(names[i], want[i][0]);
         ASSERT_STR_EQ(values[i], want[i][1]);
     }
     /* too small an array: filled to max, the full count returned */
-    ASSERT_EQ(bw_config_decoder_options(&fx.cfg, names, values, 3), 10);
+    ASSERT_EQ(bw_config_decoder_options(&fx.cfg, names, values, 3), 11);
     ASSERT_STR_EQ(names[2], "exclude-tables");
     done(&fx);
 }

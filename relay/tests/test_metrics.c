@@ -21,6 +21,8 @@ static const char *const documented[] = {
     "breakwater_changes_in_total",
     "breakwater_transactions_in_total",
     "breakwater_stream_bytes_in_total",
+    "breakwater_streamed_transactions_total",
+    "breakwater_spool_bytes",
     "breakwater_messages_produced_total",
     "breakwater_messages_delivered_total",
     "breakwater_bytes_delivered_total",
