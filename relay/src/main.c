@@ -83,8 +83,16 @@ typedef struct relay {
     bw_pgstream *pg;
     bw_parser *parser;
     bw_registry *registry; /* value.format avro */
-    uint64_t received;     /* highest WAL position read from the stream */
-    uint64_t last_sent;    /* last flush position sent to PostgreSQL */
+    /*
+     * While a streamed transaction is replayed, chunks read are queued (in memory, up to
+     * relay.max_inflight_bytes) and routed after it, in order; the peek parser reads them at
+     * once for their tenant signals (bw_route_peek).
+     */
+    struct queued *queue_head, **queue_tail;
+    int64_t queued_bytes;
+    bw_parser *peek_parser;
+    uint64_t received;  /* highest WAL position read from the stream */
+    uint64_t last_sent; /* last flush position sent to PostgreSQL */
     int64_t last_feedback_ms;
     int64_t next_feedback_ms;
     int64_t next_stats_ms;
@@ -103,6 +111,81 @@ static void wait_serving_kafka(void *arg, int ms)
     relay *r = arg;
     for (int64_t until = now_ms() + ms; now_ms() < until && stop_signals == 0;)
         bw_producer_poll(r->producer, 50);
+}
+
+typedef struct queued {
+    struct queued *next;
+    size_t len;
+    uint8_t data[];
+} queued;
+
+static void queue_push(relay *r, const uint8_t *data, size_t len)
+{
+    queued *q = bw_xmalloc(sizeof(*q) + len);
+    q->next = NULL;
+    q->len = len;
+    memcpy(q->data, data, len);
+    if (r->queue_head == NULL)
+        r->queue_tail = &r->queue_head;
+    *r->queue_tail = q;
+    r->queue_tail = &q->next;
+    r->queued_bytes += (int64_t) len;
+}
+
+static queued *queue_pop(relay *r)
+{
+    queued *q = r->queue_head;
+    if (q) {
+        r->queue_head = q->next;
+        r->queued_bytes -= (int64_t) q->len;
+    }
+    return q;
+}
+
+/* Forgets what was read ahead (the stream broke: it comes again), and the peek parser. */
+static void queue_clear(relay *r)
+{
+    for (queued *q; (q = queue_pop(r)) != NULL;)
+        free(q);
+    bw_parser_free(r->peek_parser);
+    r->peek_parser = NULL;
+}
+
+static bool busy(const relay *r)
+{
+    return r->router.job != NULL || r->queue_head != NULL;
+}
+
+/*
+ * Routes what waits: steps of the replay being sent, then the chunks read meanwhile, for up to
+ * 20 ms, so that the loop keeps reading, polling Kafka and emitting signals.
+ */
+static bw_pg_status work(relay *r, char *err, size_t errlen)
+{
+    for (int64_t until = now_ms() + 20; busy(r) && now_ms() < until;) {
+        if (r->router.job) {
+            if (bw_route_step(&r->router) == BW_ROUTE_FAILED) {
+                snprintf(err, errlen, "%s", r->router.err);
+                return BW_PG_FATAL;
+            }
+            continue;
+        }
+        queued *q = queue_pop(r);
+        r->router.peeked = true;
+        int rc =
+            bw_parse_chunk(r->parser, q->data, q->len, bw_route_record, &r->router, err, errlen);
+        r->router.peeked = false;
+        free(q);
+        if (rc == BW_ROUTE_FAILED)
+            snprintf(err, errlen, "%s", r->router.err);
+        if (rc != 0)
+            return BW_PG_FATAL;
+    }
+    if (!busy(r) && r->peek_parser) {
+        bw_parser_free(r->peek_parser);
+        r->peek_parser = NULL;
+    }
+    return BW_PG_OK;
 }
 
 static bw_pg_status send_feedback(relay *r, char *err, size_t errlen)
@@ -162,7 +245,8 @@ static void reload(relay *r)
 static bw_pg_status drain_stream(relay *r, char *err, size_t errlen)
 {
     for (int i = 0; i < 10000; i++) {
-        if (atomic_load(&r->metrics.inflight_bytes) >= r->cfg.max_inflight_bytes)
+        if (atomic_load(&r->metrics.inflight_bytes) >= r->cfg.max_inflight_bytes ||
+            r->queued_bytes >= r->cfg.max_inflight_bytes)
             return BW_PG_OK; /* backpressure: leave the rest in the socket */
         bw_pgmsg m;
         bw_pg_status st = bw_pgstream_next(r->pg, &m, err, errlen);
@@ -179,6 +263,15 @@ static bw_pg_status drain_stream(relay *r, char *err, size_t errlen)
             continue;
         }
         atomic_fetch_add(&r->metrics.stream_bytes_in, m.len);
+        if (busy(r)) { /* behind a replay: signals now, rows after it */
+            if (r->peek_parser == NULL)
+                r->peek_parser = bw_parser_copy(r->parser, NULL, NULL);
+            if (bw_parse_chunk(r->peek_parser, m.data, m.len, bw_route_peek, &r->router, err,
+                               errlen) != 0)
+                return BW_PG_FATAL;
+            queue_push(r, m.data, m.len);
+            continue;
+        }
         int rc = bw_parse_chunk(r->parser, m.data, m.len, bw_route_record, &r->router, err, errlen);
         if (rc == BW_ROUTE_FAILED) {
             snprintf(err, errlen, "%s", r->router.err);
@@ -229,6 +322,8 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
         }
         if ((st = drain_stream(r, err, errlen)) != BW_PG_OK)
             return st;
+        if ((st = work(r, err, errlen)) != BW_PG_OK)
+            return st;
         if (r->router.coalescer && bw_coalesce_emit_due(r->router.coalescer, now_ms(),
                                                         bw_route_coalesced, &r->router) < 0) {
             snprintf(err, errlen, "%s", r->router.err);
@@ -240,7 +335,8 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
             return BW_PG_FATAL;
         }
 
-        bool backpressure = atomic_load(&r->metrics.inflight_bytes) >= r->cfg.max_inflight_bytes;
+        bool backpressure = atomic_load(&r->metrics.inflight_bytes) >= r->cfg.max_inflight_bytes ||
+                            r->queued_bytes >= r->cfg.max_inflight_bytes;
         struct pollfd fds[2] = {
             {bw_pgstream_socket(r->pg), backpressure ? 0 : POLLIN, 0},
             {bw_producer_event_fd(r->producer), POLLIN, 0},
@@ -250,7 +346,7 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
             wake = bw_signals_next_due(r->router.signals);
         if (r->router.coalescer && bw_coalesce_next_due(r->router.coalescer) < wake)
             wake = bw_coalesce_next_due(r->router.coalescer);
-        int64_t wait = wake - now_ms();
+        int64_t wait = busy(r) ? 0 : wake - now_ms();
         if (wait < 0)
             wait = 0;
         if (wait > 100)
@@ -435,6 +531,7 @@ int main(int argc, char **argv, char **envp)
             atomic_fetch_add(&r.metrics.pg_reconnects, 1);
         }
         bw_router_abandon(&r.router);
+        queue_clear(&r);
         bw_pgstream_close(r.pg);
         /* wait, serving delivery reports, until the backoff passes or a stop is asked */
         int64_t wait = st == BW_PG_BUSY && backoff < 1000 ? 1000 : backoff;
@@ -449,6 +546,8 @@ int main(int argc, char **argv, char **envp)
     bw_coalescer_free(r.router.coalescer);
 
 out:
+    bw_router_abandon(&r.router); /* a replay or read-ahead cut short by the stop */
+    queue_clear(&r);
     bw_pgstream_free(r.pg);
     bw_parser_free(r.parser); /* before the router: it releases the router's per-relation state */
     bw_avro_free(r.router.avro);

@@ -175,6 +175,33 @@ static void grow(bw_parser *p)
     free(old);
 }
 
+static int ignore(void *arg, const bw_record *rec)
+{
+    (void) arg;
+    (void) rec;
+    return 0;
+}
+
+bw_parser *bw_parser_copy(const bw_parser *src, bw_relation_free_cb free_user, void *free_arg)
+{
+    bw_parser *p = bw_parser_new(free_user, free_arg);
+    bw_buf chunk;
+    char err[256];
+    bw_buf_init(&chunk);
+    for (size_t i = 0; i < src->nslots; i++) {
+        const bw_relation *rel = src->slots[i].rel;
+        if (rel == NULL || rel->raw == NULL)
+            continue;
+        bw_buf_reset(&chunk);
+        bw_buf_putc(&chunk, BW_PROTO_VERSION);
+        bw_buf_append(&chunk, rel->raw, rel->raw_len);
+        /* the record parsed once already: it parses again */
+        bw_parse_chunk(p, (const uint8_t *) chunk.data, chunk.len, ignore, NULL, err, sizeof(err));
+    }
+    bw_buf_free(&chunk);
+    return p;
+}
+
 const bw_relation *bw_parser_relation(const bw_parser *p, uint32_t relid)
 {
     if (p->nslots == 0)

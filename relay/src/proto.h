@@ -158,6 +158,8 @@ typedef int (*bw_record_cb)(void *arg, const bw_record *rec);
 typedef void (*bw_relation_free_cb)(void *arg, bw_relation *rel);
 
 bw_parser *bw_parser_new(bw_relation_free_cb free_user, void *free_arg);
+/* A parser that knows src's relations (their latest versions), and nothing else of it. */
+bw_parser *bw_parser_copy(const bw_parser *src, bw_relation_free_cb free_user, void *free_arg);
 void bw_parser_free(bw_parser *p);
 
 /*

@@ -25,6 +25,32 @@ static int64_t mono_ms(void)
     return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A transaction's tracker entry: made when it was read ahead (bw_route_peek), else now. */
+static bw_txn_entry *take_entry(bw_router *r, uint64_t lsn)
+{
+    if (r->early_len == 0)
+        return bw_lsntrack_begin(r->track, lsn);
+    bw_txn_entry *e = r->early[r->early_head];
+    r->early_head = (r->early_head + 1) % r->early_cap;
+    r->early_len--;
+    return e;
+}
+
+static void keep_entry(bw_router *r, bw_txn_entry *e)
+{
+    if (r->early_len == r->early_cap) {
+        size_t cap = r->early_cap ? r->early_cap * 2 : 64;
+        bw_txn_entry **q = bw_xcalloc(cap, sizeof(*q));
+        for (size_t i = 0; i < r->early_len; i++)
+            q[i] = r->early[(r->early_head + i) % r->early_cap];
+        free(r->early);
+        r->early = q;
+        r->early_head = 0;
+        r->early_cap = cap;
+    }
+    r->early[(r->early_head + r->early_len++) % r->early_cap] = e;
+}
+
 void bw_router_init(bw_router *r, const bw_config *cfg, bw_producer *p, bw_lsntrack *t,
                     bw_metrics *m)
 {
@@ -37,6 +63,7 @@ void bw_router_init(bw_router *r, const bw_config *cfg, bw_producer *p, bw_lsntr
     bw_buf_init(&r->key);
     bw_buf_init(&r->value);
     bw_buf_init(&r->json_key);
+    bw_buf_init(&r->peek_key);
 }
 
 void bw_router_free(bw_router *r)
@@ -45,6 +72,8 @@ void bw_router_free(bw_router *r)
     bw_buf_free(&r->key);
     bw_buf_free(&r->value);
     bw_buf_free(&r->json_key);
+    bw_buf_free(&r->peek_key);
+    free(r->early);
 }
 
 /* Kafka topic names: [a-zA-Z0-9._-], at most 249 characters; anything else becomes '_' */
@@ -267,7 +296,7 @@ static int route_change(bw_router *r, const bw_record *rec)
                                   keyrc == 0 ? r->key.len : 0, r->value.data, r->value.len, hs.h,
                                   hs.n, r->entry, r->err, sizeof(r->err)))
         return -1;
-    if (r->signals && c->tenant.kind == 't') {
+    if (r->signals && c->tenant.kind == 't' && !r->peeked) {
         /* sample keys are JSON in signals, whatever the row format */
         const bw_buf *sample = &r->key;
         if (ar) {
@@ -387,36 +416,44 @@ static char *event_tenant(const bw_message *m)
  * limited: each is a fact of its own. Any other message goes to {prefix}.messages keyed by its
  * prefix, its content as the value.
  */
+/* An application event to the signal topic of its tenant, keyed by the tenant. */
+static int send_event(bw_router *r, const bw_message *m, const char *tenant, bw_txn_entry *e)
+{
+    header_set hs;
+    char lsn[18];
+    bw_buf_reset(&r->value);
+    bw_buf_puts(&r->value, "{\"tenant\":");
+    bw_buf_json_string(&r->value, tenant, strlen(tenant));
+    bw_buf_puts(&r->value, ",\"prefix\":");
+    bw_buf_json_string(&r->value, m->prefix, m->prefix_len);
+    bw_buf_printf(&r->value,
+                  ",\"lsn\":\"%s\",\"transactional\":%s,\"event\":", bw_lsn_str(m->lsn, lsn),
+                  m->transactional ? "true" : "false");
+    bw_buf_append(&r->value, m->content, m->content_len);
+    bw_buf_putc(&r->value, '}');
+    bw_topic_name(&r->topic, r->cfg->signals_topic, r->cfg->topic_prefix, NULL, tenant,
+                  strlen(tenant));
+    hs.n = 0;
+    hs.h[hs.n++] = (bw_header){"op", "event", 5};
+    hs.h[hs.n++] = (bw_header){"tenant", tenant, strlen(tenant)};
+    hs.h[hs.n++] = (bw_header){"prefix", m->prefix, m->prefix_len};
+    return bw_producer_send(r->producer, r->topic.data, tenant, strlen(tenant), r->value.data,
+                            r->value.len, hs.h, hs.n, e, r->err, sizeof(r->err));
+}
+
 static int route_message(bw_router *r, const bw_record *rec)
 {
     const bw_message *m = &rec->u.message;
     bw_txn_entry *e = r->entry;
     header_set hs;
-    int rc;
+    int rc = 0;
     char *tenant = r->signals ? event_tenant(m) : NULL;
 
     if (!m->transactional) /* outside any transaction: an entry of its own */
-        e = bw_lsntrack_begin(r->track, m->lsn);
+        e = take_entry(r, m->lsn);
     if (tenant) {
-        char lsn[18];
-        bw_buf_reset(&r->value);
-        bw_buf_puts(&r->value, "{\"tenant\":");
-        bw_buf_json_string(&r->value, tenant, strlen(tenant));
-        bw_buf_puts(&r->value, ",\"prefix\":");
-        bw_buf_json_string(&r->value, m->prefix, m->prefix_len);
-        bw_buf_printf(&r->value,
-                      ",\"lsn\":\"%s\",\"transactional\":%s,\"event\":", bw_lsn_str(m->lsn, lsn),
-                      m->transactional ? "true" : "false");
-        bw_buf_append(&r->value, m->content, m->content_len);
-        bw_buf_putc(&r->value, '}');
-        bw_topic_name(&r->topic, r->cfg->signals_topic, r->cfg->topic_prefix, NULL, tenant,
-                      strlen(tenant));
-        hs.n = 0;
-        hs.h[hs.n++] = (bw_header){"op", "event", 5};
-        hs.h[hs.n++] = (bw_header){"tenant", tenant, strlen(tenant)};
-        hs.h[hs.n++] = (bw_header){"prefix", m->prefix, m->prefix_len};
-        rc = bw_producer_send(r->producer, r->topic.data, tenant, strlen(tenant), r->value.data,
-                              r->value.len, hs.h, hs.n, e, r->err, sizeof(r->err));
+        if (!r->peeked) /* else sent when it was read (bw_route_peek) */
+            rc = send_event(r, m, tenant, e);
         free(tenant);
     } else {
         bw_buf_reset(&r->topic);
@@ -439,30 +476,102 @@ int bw_route_record(void *router, const bw_record *rec)
 }
 
 /*
- * A streamed transaction's commit: its spooled records go through the router now, between a
- * BEGIN and a COMMIT of the commit's fields, as a transaction read at its commit would.
+ * A streamed transaction's commit: its spooled records go through the router from now on, a
+ * step per loop turn (bw_route_step), between a BEGIN and a COMMIT of the commit's fields, as a
+ * transaction read at its commit would. The BEGIN goes now, so that its tracker entry keeps its
+ * place in stream order.
  */
 static int replay(bw_router *r, const bw_xact *commit)
 {
-    char err[sizeof(r->err)];
-    if (r->entry) {
-        snprintf(r->err, sizeof(r->err), "stream commit of xid %" PRIu32 " inside xid %" PRIu32,
+    if (r->entry || r->job) {
+        snprintf(r->err, sizeof(r->err),
+                 "stream commit of xid %" PRIu32 " inside xid %" PRIu32 " or another replay",
                  commit->xid, r->xact.xid);
         return -1;
     }
-    err[0] = '\0';
     atomic_fetch_add(&r->metrics->streamed_transactions, 1);
     bw_info("xid %" PRIu32 " committed after streaming: sending it from its spool (%" PRId64
             " bytes of spooled transactions)",
             commit->xid, bw_spools_bytes(r->spools));
-    int rc = bw_spools_replay(r->spools, commit, bw_route_record, r, bw_route_relation_free, r, err,
-                              sizeof(err));
-    atomic_store(&r->metrics->spool_bytes, bw_spools_bytes(r->spools));
-    if (rc == 0)
+    r->job = bw_spools_replay_start(r->spools, commit, bw_route_relation_free, r, r->err,
+                                    sizeof(r->err));
+    if (r->job == NULL)
+        return -1;
+    return bw_route_step(r) == BW_ROUTE_FAILED ? -1 : 0;
+}
+
+int bw_route_step(bw_router *r)
+{
+    char err[sizeof(r->err)];
+    if (r->job == NULL)
         return 0;
-    if (rc != BW_ROUTE_FAILED) /* the spool's own error, not the router's */
+    bool peeked = r->peeked;
+    r->peeked = false; /* a spool's records were never read ahead */
+    err[0] = '\0';
+    int rc = bw_replay_step(r->job, bw_route_record, r, err, sizeof(err));
+    r->peeked = peeked;
+    if (rc == 0)
+        return 1;
+    if (rc != 1 && rc != BW_ROUTE_FAILED) /* the spool's own error, not the router's */
         snprintf(r->err, sizeof(r->err), "%s", err);
-    return -1;
+    bw_replay_free(r->job);
+    r->job = NULL;
+    atomic_store(&r->metrics->spool_bytes, bw_spools_bytes(r->spools));
+    return rc == 1 ? 0 : BW_ROUTE_FAILED;
+}
+
+int bw_route_peek(void *router, const bw_record *rec)
+{
+    bw_router *r = router;
+    const bw_change *c = &rec->u.change;
+
+    switch (rec->type) {
+    case BW_REC_STREAM_START:
+        r->in_block = true;
+        return 0;
+    case BW_REC_STREAM_STOP:
+        r->in_block = false;
+        return 0;
+    case BW_REC_BEGIN:
+        r->peek_xact = rec->u.xact;
+        r->peek_entry = bw_lsntrack_begin(r->track, rec->u.xact.end_lsn);
+        keep_entry(r, r->peek_entry);
+        return 0;
+    case BW_REC_COMMIT:
+        r->peek_entry = NULL;
+        return 0;
+    case BW_REC_STREAM_COMMIT:
+        keep_entry(r, bw_lsntrack_begin(r->track, rec->u.xact.end_lsn));
+        return 0;
+    case BW_REC_MESSAGE: {
+        /* application events are signals too: they go now, on the transaction's entry */
+        const bw_message *m = &rec->u.message;
+        bw_txn_entry *e = r->peek_entry;
+        if (!m->transactional)
+            keep_entry(r, e = bw_lsntrack_begin(r->track, m->lsn));
+        char *tenant =
+            r->signals && !(m->transactional && r->in_block) && e ? event_tenant(m) : NULL;
+        int rc = tenant ? send_event(r, m, tenant, e) : 0;
+        free(tenant);
+        return rc == 0 ? 0 : BW_ROUTE_FAILED;
+    }
+    case BW_REC_INSERT:
+    case BW_REC_UPDATE:
+    case BW_REC_DELETE:
+        /* changes of transactions in progress are not news yet: their signals come at commit */
+        if (r->in_block || r->signals == NULL || r->peek_entry == NULL || c->tenant.kind != 't')
+            return 0;
+        bw_buf_reset(&r->peek_key);
+        int keyrc = bw_json_key(&r->peek_key, c, r->err, sizeof(r->err));
+        if (keyrc < 0)
+            return 0; /* the routing will say what is wrong with it */
+        bw_signals_note(r->signals, mono_ms(), (const char *) c->tenant.data, c->tenant.len, c->rel,
+                        rec->type, keyrc == 0 ? r->peek_key.data : NULL,
+                        keyrc == 0 ? r->peek_key.len : 0, &r->peek_xact, r->peek_entry);
+        return 0;
+    default:
+        return 0;
+    }
 }
 
 static int route_record(bw_router *r, const bw_record *rec)
@@ -484,7 +593,7 @@ static int route_record(bw_router *r, const bw_record *rec)
             return -1;
         }
         r->xact = rec->u.xact;
-        r->entry = bw_lsntrack_begin(r->track, rec->u.xact.end_lsn);
+        r->entry = take_entry(r, rec->u.xact.end_lsn);
         return 0;
     case BW_REC_COMMIT:
         if (r->entry == NULL) {
@@ -529,6 +638,14 @@ static int route_record(bw_router *r, const bw_record *rec)
 
 void bw_router_abandon(bw_router *r)
 {
+    if (r->job) {
+        bw_replay_free(r->job);
+        r->job = NULL;
+    }
+    while (r->early_len > 0) /* read ahead, never routed: they confirm nothing */
+        bw_lsntrack_abandon(r->track, take_entry(r, 0));
+    r->in_block = false;
+    r->peek_entry = NULL;
     if (r->spools) { /* the slot sends unfinished transactions again from their start */
         bw_spools_clear(r->spools);
         atomic_store(&r->metrics->spool_bytes, 0);

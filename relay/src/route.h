@@ -26,8 +26,21 @@ typedef struct bw_router {
     bw_coalescer *coalescer; /* NULL when coalesce.tables is empty */
     bw_avro *avro;           /* NULL unless value.format is avro */
     bw_spools *spools;       /* streamed transactions; NULL when decoder.streaming is off */
-    bw_xact xact;            /* the transaction being read */
-    bw_txn_entry *entry;     /* its tracker entry; NULL outside a transaction */
+    bw_replay *job;          /* a streamed transaction being sent, a step per loop turn */
+    /*
+     * Read ahead while a replay runs (bw_route_peek): the tracker entries of transactions read
+     * but not routed yet, in stream order, taken when they are routed; and the state of the
+     * reading side.
+     */
+    bw_txn_entry **early;
+    size_t early_head, early_len, early_cap;
+    bool peeked;   /* routing records whose signals were noted when they were read */
+    bool in_block; /* reading inside a stream block */
+    bw_xact peek_xact;
+    bw_txn_entry *peek_entry;
+    bw_buf peek_key;
+    bw_xact xact;        /* the transaction being read */
+    bw_txn_entry *entry; /* its tracker entry; NULL outside a transaction */
     bw_buf topic, key, value;
     bw_buf json_key; /* a signal's sample key is JSON whatever the row format */
     char err[1024];  /* why bw_route_record failed */
@@ -48,6 +61,20 @@ int bw_route_coalesced(void *router, const char *topic, const char *key, size_t 
 
 /* bw_signal_emit_cb: publishes a tenant signal to signals.topic, keyed by tenant. */
 int bw_route_signal(void *router, const bw_signal *sig);
+
+/*
+ * Sends the next part of the streamed transaction being replayed, if any. Returns 1 while more
+ * remains, 0 when nothing does, BW_ROUTE_FAILED on error (r->err says why).
+ */
+int bw_route_step(bw_router *r);
+
+/*
+ * bw_record_cb for records read while a replay runs, before they are routed (in order, later,
+ * with bw_route_record): their tenant signals are noted at once, so that one tenant's large
+ * transaction does not delay another tenant's signals, and their tracker entries are made now,
+ * so that confirmation keeps stream order.
+ */
+int bw_route_peek(void *router, const bw_record *rec);
 
 /* bw_relation_free_cb: releases what the router kept in rel->user. */
 void bw_route_relation_free(void *router, bw_relation *rel);

@@ -20,7 +20,8 @@
 
 #include "buf.h"
 
-#define READ_BATCH (1024 * 1024)
+/* a replay step: about 10 ms of routing, so that the loop turns often while a large one runs */
+#define READ_BATCH (256 * 1024)
 
 typedef struct sub_mark {
     uint32_t subxid;
@@ -270,70 +271,98 @@ int bw_spools_take(bw_spools *s, const bw_record *rec, char *err, size_t errlen)
     return put(s, sp, rec->raw, rec->size, err, errlen) < 0 ? -1 : 1;
 }
 
-int bw_spools_replay(bw_spools *s, const bw_xact *commit, bw_record_cb cb, void *arg,
-                     bw_relation_free_cb free_user, void *free_arg, char *err, size_t errlen)
+struct bw_replay {
+    bw_spools *owner;
+    spool *sp; /* NULL: nothing was spooled (only the BEGIN and the COMMIT) */
+    bw_xact commit;
+    bw_parser *parser;
+    bw_buf batch;
+    int64_t left;
+    bool begun;
+};
+
+bw_replay *bw_spools_replay_start(bw_spools *s, const bw_xact *commit,
+                                  bw_relation_free_cb free_user, void *free_arg, char *err,
+                                  size_t errlen)
 {
     spool *sp = find(s, commit->xid);
-    bw_record rec;
-    int rc;
-
     if (s->current) {
         snprintf(err, errlen, "stream commit of xid %u inside the block of xid %u", commit->xid,
                  s->current->xid);
-        return -1;
+        return NULL;
     }
-    memset(&rec, 0, sizeof(rec));
-    rec.type = BW_REC_BEGIN;
-    rec.u.xact = *commit;
-    if ((rc = cb(arg, &rec)) != 0)
-        return rc;
-    if (sp && sp->size > 0) {
-        if (fflush(sp->f) != 0 || fseeko(sp->f, 0, SEEK_SET) != 0) {
-            snprintf(err, errlen, "reading back the spool of transaction %u: %s", sp->xid,
-                     strerror(errno));
-            return -1;
-        }
-        bw_parser *parser = bw_parser_new(free_user, free_arg);
-        bw_buf batch;
-        bw_buf_init(&batch);
-        rc = 0;
-        for (int64_t left = sp->size; left > 0 && rc == 0;) {
-            /* whole records, up to about READ_BATCH bytes, behind a version byte */
-            bw_buf_reset(&batch);
-            bw_buf_putc(&batch, BW_PROTO_VERSION);
-            while (left > 0 && batch.len < READ_BATCH) {
-                uint8_t head[5];
-                if (fread(head, 1, 5, sp->f) != 5)
-                    goto short_read;
-                uint32_t body = bw_rd32(head + 1);
-                if ((int64_t) body + 5 > left)
-                    goto short_read;
-                bw_buf_append(&batch, head, 5);
-                bw_buf_reserve(&batch, body);
-                if (fread(batch.data + batch.len, 1, body, sp->f) != body)
-                    goto short_read;
-                batch.len += body;
-                left -= (int64_t) body + 5;
+    if (sp && (fflush(sp->f) != 0 || fseeko(sp->f, 0, SEEK_SET) != 0)) {
+        snprintf(err, errlen, "reading back the spool of transaction %u: %s", sp->xid,
+                 strerror(errno));
+        return NULL;
+    }
+    if (sp) { /* the job's now: out of the list, still counted until done */
+        for (spool **p = &s->list; *p; p = &(*p)->next) {
+            if (*p == sp) {
+                *p = sp->next;
+                break;
             }
-            rc = bw_parse_chunk(parser, (const uint8_t *) batch.data, batch.len, cb, arg, err,
-                                errlen);
         }
-        bw_buf_free(&batch);
-        bw_parser_free(parser);
-        if (rc != 0)
-            return rc;
-        goto done;
-    short_read:
-        snprintf(err, errlen, "the spool file of transaction %u is shorter than written", sp->xid);
-        bw_buf_free(&batch);
-        bw_parser_free(parser);
-        return -1;
     }
-done:
-    if (sp)
-        drop(s, sp);
-    rec.type = BW_REC_COMMIT;
-    return cb(arg, &rec);
+    bw_replay *j = bw_xcalloc(1, sizeof(*j));
+    j->owner = s;
+    j->sp = sp;
+    j->commit = *commit;
+    j->parser = bw_parser_new(free_user, free_arg);
+    j->left = sp ? sp->size : 0;
+    bw_buf_init(&j->batch);
+    return j;
+}
+
+int bw_replay_step(bw_replay *j, bw_record_cb cb, void *arg, char *err, size_t errlen)
+{
+    bw_record rec;
+    int rc;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.u.xact = j->commit;
+    if (!j->begun) {
+        j->begun = true;
+        rec.type = BW_REC_BEGIN;
+        return (rc = cb(arg, &rec)) != 0 ? rc : 0;
+    }
+    if (j->left == 0) {
+        rec.type = BW_REC_COMMIT;
+        return (rc = cb(arg, &rec)) != 0 ? rc : 1;
+    }
+    /* whole records, up to about READ_BATCH bytes, behind a version byte */
+    bw_buf_reset(&j->batch);
+    bw_buf_putc(&j->batch, BW_PROTO_VERSION);
+    while (j->left > 0 && j->batch.len < READ_BATCH) {
+        uint8_t head[5];
+        if (fread(head, 1, 5, j->sp->f) != 5)
+            goto short_read;
+        uint32_t body = bw_rd32(head + 1);
+        if ((int64_t) body + 5 > j->left)
+            goto short_read;
+        bw_buf_append(&j->batch, head, 5);
+        bw_buf_reserve(&j->batch, body);
+        if (fread(j->batch.data + j->batch.len, 1, body, j->sp->f) != body)
+            goto short_read;
+        j->batch.len += body;
+        j->left -= (int64_t) body + 5;
+    }
+    return bw_parse_chunk(j->parser, (const uint8_t *) j->batch.data, j->batch.len, cb, arg, err,
+                          errlen);
+short_read:
+    snprintf(err, errlen, "the spool file of transaction %u is shorter than written", j->sp->xid);
+    return -1;
+}
+
+void bw_replay_free(bw_replay *j)
+{
+    if (j == NULL)
+        return;
+    if (j->sp)
+        spool_free(j->owner, j->sp);
+    bw_parser_free(j->parser);
+    bw_buf_free(&j->batch);
+    free(j);
 }
 
 int64_t bw_spools_bytes(const bw_spools *s)

@@ -31,13 +31,21 @@ void bw_spools_free(bw_spools *s);
 int bw_spools_take(bw_spools *s, const bw_record *rec, char *err, size_t errlen);
 
 /*
- * A stream commit: replays the transaction's records through cb, framed by a BEGIN and a
- * COMMIT record with the commit's fields, decoding them with a parser of their own whose
- * relations are released through free_user. Then drops the spool. Returns 0, cb's non-zero
- * value, or -1 (err set).
+ * A stream commit: the replay of the transaction's records, framed by a BEGIN and a COMMIT
+ * record with the commit's fields, decoded with a parser of its own whose relations are released
+ * through free_user. The spool is the replay's from now on. NULL on error (err set).
  */
-int bw_spools_replay(bw_spools *s, const bw_xact *commit, bw_record_cb cb, void *arg,
-                     bw_relation_free_cb free_user, void *free_arg, char *err, size_t errlen);
+typedef struct bw_replay bw_replay;
+bw_replay *bw_spools_replay_start(bw_spools *s, const bw_xact *commit,
+                                  bw_relation_free_cb free_user, void *free_arg, char *err,
+                                  size_t errlen);
+/*
+ * Hands the next records to cb (the BEGIN, then a batch of about a megabyte, ..., the COMMIT).
+ * Returns 0 while more remains, 1 once the COMMIT went, cb's non-zero value, or -1 (err set).
+ */
+int bw_replay_step(bw_replay *j, bw_record_cb cb, void *arg, char *err, size_t errlen);
+/* Releases the replay and its spool file. */
+void bw_replay_free(bw_replay *j);
 
 /* The stream broke: what it had of unfinished transactions will be sent again from the start. */
 void bw_spools_clear(bw_spools *s);

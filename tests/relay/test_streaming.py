@@ -142,3 +142,34 @@ def test_kill9_while_spooled_then_whole_once(cluster, conn, kafka, make_relay):
     assert sorted(got) == list(range(1, ROWS + 101)), "whole, and once: nothing went out early"
     wait_for("the slot to be confirmed", lambda: confirmed_at_least(conn, r.slot, end))
     assert len(kafka.consume_all(f"{r.prefix}.public.{t}", idle_ms=500)) == ROWS + 100
+
+
+def test_signals_do_not_wait_for_a_streamed_transaction_being_sent(cluster, conn, kafka,
+                                                                    make_relay):
+    """While a large streamed transaction goes out from its spool, what is read behind it waits
+    for its rows (order per key holds) but not for its signals: a tenant that commits right after
+    the storm is signalled, and an application event published, while the storm's rows are still
+    being sent."""
+    t, big = "st_fair", 150000
+    conn.execute(DDL.format(t=t))
+    r = streaming_relay(make_relay, cluster, f"public.{t}", decoder__message_prefixes="app.*")
+    with psycopg.connect(cluster.conninfo()) as writer:
+        writer.execute(f"INSERT INTO {t} SELECT g, 'storm', g, 'x' "
+                       f"FROM generate_series(1, {big}) g")
+    conn.execute(f"INSERT INTO {t} VALUES ({big + 1}, 'calm', 1, 'after the storm')")
+    conn.execute("SELECT pg_logical_emit_message(true, 'app.paid', "
+                 "'{\"tenant\": \"events\", \"invoice\": 7}')")
+    end = insert_lsn(conn)
+    rows = collect(kafka, f"{r.prefix}.public.{t}", big + 1, timeout=180)
+    news = [json.loads(m.value)["new"] for m in rows]
+    assert [n["id"] for n in news] == list(range(1, big + 2)), "rows in commit order, once each"
+    signals = {}
+    for m in collect(kafka, f"{r.prefix}.signals", 3):
+        signals.setdefault(json.loads(m.value)["tenant"], []).append(m.timestamp)
+    wait_for("the slot to be confirmed", lambda: confirmed_at_least(conn, r.slot, end))
+    assert "calm" in signals, signals
+    assert min(signals["calm"]) < rows[-2].timestamp, \
+        "the calm tenant's signal went out before the storm's last row"
+    assert len(signals["events"]) == 1 and signals["events"][0] < rows[-2].timestamp, \
+        "an application event read behind the storm goes out at once too, once"
+    r.wait_log("committed after streaming")
