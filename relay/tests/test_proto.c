@@ -7,6 +7,7 @@
 
 #include "buf.h"
 #include "proto.h"
+#include "spool.h"
 #include "unit.h"
 
 /* ---- building chunks ---- */
@@ -432,4 +433,132 @@ TEST(proto_lsn_text)
     ASSERT_EQ(v, 0x16B374D848ULL);
     ASSERT_EQ(bw_lsn_parse("16/B374D848x", &v), -1);
     ASSERT_EQ(bw_lsn_parse("nope", &v), -1);
+}
+
+/* ---- streamed transactions through the spool (spool.c) ---- */
+
+typedef struct spool_fx {
+    bw_spools *spools;
+    bw_replay *job;
+    seen out; /* what the replay routed */
+} spool_fx;
+
+static int spool_record(void *arg, const bw_record *r)
+{
+    spool_fx *fx = arg;
+    char err[256];
+    int taken = bw_spools_take(fx->spools, r, err, sizeof(err));
+    if (taken < 0)
+        unit_fail(__FILE__, __LINE__, "bw_spools_take: %s", err);
+    if (taken == 0 && r->type == BW_REC_STREAM_COMMIT) {
+        fx->job = bw_spools_replay_start(fx->spools, &r->u.xact, NULL, NULL, err, sizeof(err));
+        if (fx->job == NULL)
+            unit_fail(__FILE__, __LINE__, "replay: %s", err);
+        int rc;
+        while ((rc = bw_replay_step(fx->job, collect, &fx->out, err, sizeof(err))) == 0)
+            ;
+        if (rc != 1)
+            unit_fail(__FILE__, __LINE__, "replay step %d: %s", rc, err);
+        bw_replay_free(fx->job);
+        fx->job = NULL;
+    }
+    return 0;
+}
+
+static void stream_start(bw_buf *b, uint32_t xid, int first)
+{
+    size_t at = rec(b, 'S');
+    u32(b, xid);
+    u8(b, (uint8_t) first);
+    end(b, at);
+}
+
+static void subxact(bw_buf *b, uint32_t xid)
+{
+    size_t at = rec(b, 'X');
+    u32(b, xid);
+    end(b, at);
+}
+
+static void stream_abort(bw_buf *b, uint32_t xid, uint32_t subxid)
+{
+    size_t at = rec(b, 'A');
+    u32(b, xid);
+    u32(b, subxid);
+    u64(b, 0x500);
+    end(b, at);
+}
+
+static void parse_all(bw_parser *p, bw_buf *b, spool_fx *fx)
+{
+    char err[256];
+    if (bw_parse_chunk(p, (const uint8_t *) b->data, b->len, spool_record, fx, err, sizeof(err)))
+        unit_fail(__FILE__, __LINE__, "parse: %s", err);
+    bw_buf_reset(b);
+    u8(b, 1);
+}
+
+TEST(spool_savepoint_abort_ddl_and_replay)
+{
+    spool_fx fx = {bw_spools_new(NULL), NULL, {0}};
+    bw_parser *p = bw_parser_new(NULL, NULL);
+    bw_buf b;
+    bw_buf_init(&b);
+    u8(&b, 1);
+
+    /* block 1: rows 1-2 of the top transaction, rows 3-4 in subtransaction 101 */
+    stream_start(&b, 100, 1);
+    relation(&b, 16384, 3);
+    subxact(&b, 100);
+    insert(&b, 16384, 1, "a");
+    insert(&b, 16384, 2, "b");
+    subxact(&b, 101);
+    insert(&b, 16384, 3, "rolled back");
+    subxact(&b, 102); /* a child of 101: rolls back with it */
+    insert(&b, 16384, 4, "rolled back too");
+    (void) rec(&b, 'E'), end(&b, b.len - 4);
+    parse_all(p, &b, &fx);
+    ASSERT_EQ(bw_spools_count(fx.spools), 1);
+    ASSERT_EQ(fx.out.n, 0); /* nothing routed before the commit */
+
+    /* the relation is sent again between the blocks (a new version): the spool writes it before
+     * the next change, so the replay decodes each change with its own version */
+    relation(&b, 16384, 3);
+    stream_abort(&b, 100, 101);
+    stream_start(&b, 100, 0);
+    subxact(&b, 103); /* a savepoint after the rollback: kept */
+    insert(&b, 16384, 5, "kept");
+    (void) rec(&b, 'E'), end(&b, b.len - 4);
+    xact(&b, 'K', 100, 0x400, 0x480, 1700000000000000LL);
+    parse_all(p, &b, &fx);
+
+    /* BEGIN, the relation, 1, 2, its next version, 5, COMMIT: nothing of 101 and 102 */
+    ASSERT_EQ(fx.out.n, 7);
+    ASSERT_EQ(fx.out.types[0], BW_REC_BEGIN);
+    ASSERT_EQ(fx.out.xacts[0].end_lsn, 0x480);
+    ASSERT_EQ(fx.out.types[1], BW_REC_RELATION);
+    ASSERT_STR_EQ(fx.out.note[2], "a");
+    ASSERT_STR_EQ(fx.out.note[3], "b");
+    ASSERT_EQ(fx.out.types[4], BW_REC_RELATION);
+    ASSERT_STR_EQ(fx.out.note[5], "kept");
+    ASSERT_EQ(fx.out.types[6], BW_REC_COMMIT);
+    ASSERT_EQ(bw_spools_count(fx.spools), 0);
+    ASSERT_EQ(bw_spools_bytes(fx.spools), 0);
+
+    /* a whole abort drops the spool; a first block again starts over */
+    stream_start(&b, 200, 1);
+    subxact(&b, 200);
+    insert(&b, 16384, 9, "x");
+    (void) rec(&b, 'E'), end(&b, b.len - 4);
+    parse_all(p, &b, &fx);
+    ASSERT_EQ(bw_spools_count(fx.spools), 1);
+    ASSERT_GT(bw_spools_bytes(fx.spools), 0);
+    stream_abort(&b, 200, 200);
+    parse_all(p, &b, &fx);
+    ASSERT_EQ(bw_spools_count(fx.spools), 0);
+    ASSERT_EQ(fx.out.n, 7);
+
+    bw_buf_free(&b);
+    bw_parser_free(p);
+    bw_spools_free(fx.spools);
 }
