@@ -64,6 +64,10 @@ try:
             print(f"  signal [{tenant:>7}] {sig['schema']}.{sig['table']} changed ({counts}): refetch",
                   flush=True)
             continue
+        if m.value() is None:  # a delete's tombstone: for log compaction, not an event
+            print(f"        [{tenant:>7}] tombstone {h.get('table', '?'):<18} after the delete "
+                  "(compacted topics keep only live rows)", flush=True)
+            continue
         n += 1
         per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
         if m.topic().endswith(".messages"):

@@ -116,6 +116,9 @@ static const key_def keys[] = {
     {.name = "topic.template", .type = T_STRING, .offset = FIELD(topic_template),
      .def = "{prefix}.{schema}.{table}", .check = check_topic_template,
      .help = "topic of each change, from the placeholders {prefix} {schema} {table} {tenant}"},
+    {.name = "topic.tombstones", .type = T_BOOL, .offset = FIELD(topic_tombstones),
+     .def = "true",
+     .help = "follow each delete with a tombstone (same key, null value), so that a compacted topic keeps exactly the live rows"},
     {.name = "value.format", .type = T_ENUM, .offset = FIELD(value_format),
      .def = "json", .choices = value_format_choices,
      .help = "format of row messages: json, or avro (keys and values, Confluent wire format, "

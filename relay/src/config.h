@@ -37,8 +37,9 @@ typedef struct bw_config {
     int64_t decoder_write_chunk_bytes;
     bool decoder_streaming; /* streaming=on: large transactions arrive while in progress */
     /* [topic] */
-    char *topic_prefix;   /* topic.prefix */
-    char *topic_template; /* topic.template: {prefix} {schema} {table} {tenant} */
+    char *topic_prefix;    /* topic.prefix */
+    char *topic_template;  /* topic.template: {prefix} {schema} {table} {tenant} */
+    bool topic_tombstones; /* topic.tombstones: a null-valued message after each delete */
     /* [value] */
     char *value_format; /* value.format: json or avro */
     /* [avro], [schema_registry]: used when value.format is avro */

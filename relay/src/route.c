@@ -1,7 +1,7 @@
 /*
  * route.c — records to Kafka messages (see route.h). Rows go to the topic of their table, keyed
- * by their key columns so that a key's changes stay in one partition, in order (and, once
- * deletes are followed by tombstones, so that a compacted topic keeps exactly the live rows).
+ * by their key columns so that a key's changes stay in one partition, in order, and deletes are
+ * followed by tombstones, so that a compacted topic keeps exactly the live rows.
  * Headers repeat what consumers filter on without parsing the value.
  */
 #include "route.h"
@@ -249,6 +249,25 @@ static int encode_change(bw_router *r, bw_avro_rel *ar, bw_buf *out, bw_record_t
     return bw_json_change(out, type, &r->xact, c, r->err, sizeof(r->err));
 }
 
+/*
+ * After a delete, when topic.tombstones: the same key with a null value, so that log compaction
+ * keeps exactly the live rows. It rides on the delete's tracker entry; its op header says
+ * "tombstone".
+ */
+static int send_tombstone(bw_router *r, const char *topic, const char *key, size_t keylen,
+                          const bw_header *headers, size_t nheaders, bw_txn_entry *entry)
+{
+    bw_header h[8];
+    size_t n = 0;
+    if (!r->cfg->topic_tombstones || key == NULL)
+        return 0;
+    for (size_t i = 0; i < nheaders && n < 8; i++)
+        h[n++] =
+            strcmp(headers[i].name, "op") == 0 ? (bw_header){"op", "tombstone", 9} : headers[i];
+    return bw_producer_send(r->producer, topic, key, keylen, NULL, 0, h, n, entry, r->err,
+                            sizeof(r->err));
+}
+
 static int route_change(bw_router *r, const bw_record *rec)
 {
     const bw_change *c = &rec->u.change;
@@ -292,9 +311,12 @@ static int route_change(bw_router *r, const bw_record *rec)
             sent = rc == 1; /* held or merged: published when its window ends */
         }
     }
-    if (!sent && bw_producer_send(r->producer, r->topic.data, keyrc == 0 ? r->key.data : NULL,
-                                  keyrc == 0 ? r->key.len : 0, r->value.data, r->value.len, hs.h,
-                                  hs.n, r->entry, r->err, sizeof(r->err)))
+    if (!sent && (bw_producer_send(r->producer, r->topic.data, keyrc == 0 ? r->key.data : NULL,
+                                   keyrc == 0 ? r->key.len : 0, r->value.data, r->value.len, hs.h,
+                                   hs.n, r->entry, r->err, sizeof(r->err)) ||
+                  (rec->type == BW_REC_DELETE &&
+                   send_tombstone(r, r->topic.data, keyrc == 0 ? r->key.data : NULL, r->key.len,
+                                  hs.h, hs.n, r->entry))))
         return -1;
     if (r->signals && c->tenant.kind == 't' && !r->peeked) {
         /* sample keys are JSON in signals, whatever the row format */
@@ -318,8 +340,14 @@ int bw_route_coalesced(void *router, const char *topic, const char *key, size_t 
                        size_t nheaders, bw_txn_entry *entry)
 {
     bw_router *r = router;
-    return bw_producer_send(r->producer, topic, key, keylen, value, valuelen, headers, nheaders,
-                            entry, r->err, sizeof(r->err));
+    if (bw_producer_send(r->producer, topic, key, keylen, value, valuelen, headers, nheaders, entry,
+                         r->err, sizeof(r->err)))
+        return -1;
+    for (size_t i = 0; i < nheaders; i++) /* a held delete: its tombstone follows it */
+        if (strcmp(headers[i].name, "op") == 0 && headers[i].len == 6 &&
+            memcmp(headers[i].value, "delete", 6) == 0)
+            return send_tombstone(r, topic, key, keylen, headers, nheaders, entry);
+    return 0;
 }
 
 int bw_route_signal(void *router, const bw_signal *sig)

@@ -123,6 +123,9 @@ transaction.state.log.num.partitions=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 num.partitions=1
+# the log cleaner looks for compactable topics every half second (default 15 s), so that tests
+# of compacted topics see compaction happen
+log.cleaner.backoff.ms=500
 PROPS
   cat >"$dir/log4j.properties" <<PROPS
 log4j.rootLogger=INFO, file
