@@ -407,37 +407,6 @@ static int set_key(bw_avro *a, bw_avro_rel *ar, avro_value_t *rec, const bw_rela
     return 0;
 }
 
-/* Checks that the change's tuples fit its relation, so that nothing reads out of bounds. */
-static int check_shape(const bw_change *c, bool need_new, char *err, size_t errlen)
-{
-    const bw_relation *rel = c->rel;
-    bool ok = true;
-    if (c->old_kind == 'K')
-        ok = c->nold == rel->nkeys && (c->nold == 0 || c->old != NULL);
-    else if (c->old_kind == 'O')
-        ok = c->nold == rel->ncolumns && (c->nold == 0 || c->old != NULL);
-    else if (c->old_kind != 'X')
-        ok = false;
-    if (need_new)
-        ok = ok && c->nnew == rel->ncolumns && (c->nnew == 0 || c->new_ != NULL);
-    if (!ok)
-        snprintf(err, errlen,
-                 "table \"%s.%s\": a change of %u old (kind 0x%02x) and %u new values for %u "
-                 "columns and %u key columns",
-                 rel->schema, rel->table, c->nold, (unsigned char) c->old_kind, c->nnew,
-                 rel->ncolumns, rel->nkeys);
-    return ok ? 0 : -1;
-}
-
-/* Where a change's key comes from: the old key or row when it has one, else the new row. */
-static const bw_value *key_source(const bw_change *c, bool *key_tuple)
-{
-    *key_tuple = c->old_kind == 'K';
-    if (c->old_kind == 'K' || c->old_kind == 'O')
-        return c->old;
-    return c->nnew > 0 ? c->new_ : NULL;
-}
-
 int bw_avro_key(bw_avro *a, bw_avro_rel *ar, bw_buf *out, const bw_change *c, char *err,
                 size_t errlen)
 {
@@ -445,9 +414,9 @@ int bw_avro_key(bw_avro *a, bw_avro_rel *ar, bw_buf *out, const bw_change *c, ch
     const bw_value *src;
     if (c->rel->nkeys == 0 || ar->kcls == NULL)
         return 1;
-    if (check_shape(c, c->old_kind == 'X' && c->nnew > 0, err, errlen) < 0)
+    if (bw_change_check(c, c->old_kind == 'X' && c->nnew > 0, err, errlen) < 0)
         return -1;
-    if ((src = key_source(c, &key_tuple)) == NULL)
+    if ((src = bw_change_key_source(c, &key_tuple)) == NULL)
         return 1;
     if (set_key(a, ar, &ar->key, c->rel, src, key_tuple, err, errlen) < 0)
         return -1;
@@ -493,7 +462,7 @@ int bw_avro_change(bw_avro *a, bw_avro_rel *ar, bw_buf *out, bw_record_type type
         snprintf(err, errlen, "record type %d is not an insert, update or delete", (int) type);
         return -1;
     }
-    if (check_shape(c, has_new, err, errlen) < 0)
+    if (bw_change_check(c, has_new, err, errlen) < 0)
         return -1;
     if (set_envelope(ar, bw_record_op(type), x, &c->tenant) < 0)
         goto avro_fail;
@@ -519,7 +488,7 @@ int bw_avro_change(bw_avro *a, bw_avro_rel *ar, bw_buf *out, bw_record_type type
         }
     }
     bool key_tuple;
-    const bw_value *src = ar->kcls ? key_source(c, &key_tuple) : NULL;
+    const bw_value *src = ar->kcls ? bw_change_key_source(c, &key_tuple) : NULL;
     if (src) {
         if (avro_value_get_by_index(v, BW_AVF_KEY, &f, NULL) || avro_value_set_branch(&f, 1, &b))
             goto avro_fail;

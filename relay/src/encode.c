@@ -938,46 +938,20 @@ static int put_row(const enc *e, const bw_value *vals, row_kind kind)
     return 0;
 }
 
-/* Checks that the change's tuples fit its relation, so that put_row stays in bounds. */
+/* The change's tuples fit its relation (bw_change_check), so that put_row stays in bounds. */
 static int check_shape(const enc *e, const bw_change *c, bool need_new)
 {
-    const bw_relation *rel = c->rel;
-    for (int i = 0; i < rel->nkeys; i++)
-        if (rel->keys[i] >= rel->ncolumns)
-            return fail(e, NULL, "key #%d is column #%u of %u", i, rel->keys[i], rel->ncolumns);
-    switch (c->old_kind) {
-    case 'K':
-        if (c->nold != rel->nkeys || (c->nold > 0 && c->old == NULL))
-            return fail(e, NULL, "old key of %u values for %u key columns", c->nold, rel->nkeys);
-        break;
-    case 'O':
-        if (c->nold != rel->ncolumns || (c->nold > 0 && c->old == NULL))
-            return fail(e, NULL, "old row of %u values for %u columns", c->nold, rel->ncolumns);
-        break;
-    case 'X':
-        break;
-    default:
-        return fail(e, NULL, "old kind 0x%02x is none of 'K', 'O', 'X'",
-                    (unsigned char) c->old_kind);
-    }
-    if (need_new && (c->nnew != rel->ncolumns || (c->nnew > 0 && c->new_ == NULL)))
-        return fail(e, NULL, "new row of %u values for %u columns", c->nnew, rel->ncolumns);
-    return 0;
+    return bw_change_check(c, need_new, e->err, e->errlen);
 }
 
 /* The key object, or 1 when the change has none (nothing written). */
 static int put_key(const enc *e, const bw_change *c)
 {
-    const bw_relation *rel = c->rel;
-    if (rel->nkeys == 0)
+    bool key_tuple;
+    const bw_value *src = bw_change_key_source(c, &key_tuple);
+    if (src == NULL)
         return 1;
-    if (c->old_kind == 'K')
-        return put_row(e, c->old, ROW_KEY_TUPLE);
-    if (c->old_kind == 'O')
-        return put_row(e, c->old, ROW_KEYS_OF);
-    if (c->nnew > 0)
-        return put_row(e, c->new_, ROW_KEYS_OF);
-    return 1;
+    return put_row(e, src, key_tuple ? ROW_KEY_TUPLE : ROW_KEYS_OF);
 }
 
 int bw_json_key(bw_buf *out, const bw_change *c, char *err, size_t errlen)

@@ -534,9 +534,7 @@ int main(int argc, char **argv, char **envp)
         queue_clear(&r);
         bw_pgstream_close(r.pg);
         /* wait, serving delivery reports, until the backoff passes or a stop is asked */
-        int64_t wait = st == BW_PG_BUSY && backoff < 1000 ? 1000 : backoff;
-        for (int64_t until = now_ms() + wait; now_ms() < until && stop_signals == 0;)
-            bw_producer_poll(r.producer, 50);
+        wait_serving_kafka(&r, (int) (st == BW_PG_BUSY && backoff < 1000 ? 1000 : backoff));
         if (st != BW_PG_BUSY && backoff < r.cfg.reconnect_backoff_max_ms)
             backoff = backoff * 2 > r.cfg.reconnect_backoff_max_ms ? r.cfg.reconnect_backoff_max_ms
                                                                    : backoff * 2;

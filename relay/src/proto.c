@@ -6,6 +6,7 @@
 #include "proto.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,63 @@ const bw_relation *bw_parser_relation(const bw_parser *p, uint32_t relid)
     if (p->nslots == 0)
         return NULL;
     return find_slot(p, relid)->rel;
+}
+
+static int shape_error(char *err, size_t errlen, const bw_relation *rel, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int shape_error(char *err, size_t errlen, const bw_relation *rel, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        int n = snprintf(err, errlen, "table \"%s.%s\": ", rel->schema, rel->table);
+        if (n >= 0 && (size_t) n < errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(err + n, errlen - (size_t) n, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return -1;
+}
+
+int bw_change_check(const bw_change *c, bool need_new, char *err, size_t errlen)
+{
+    const bw_relation *rel = c->rel;
+    for (int i = 0; i < rel->nkeys; i++)
+        if (rel->keys[i] >= rel->ncolumns)
+            return shape_error(err, errlen, rel, "key #%d is column #%u of %u", i, rel->keys[i],
+                               rel->ncolumns);
+    switch (c->old_kind) {
+    case 'K':
+        if (c->nold != rel->nkeys || (c->nold > 0 && c->old == NULL))
+            return shape_error(err, errlen, rel, "old key of %u values for %u key columns", c->nold,
+                               rel->nkeys);
+        break;
+    case 'O':
+        if (c->nold != rel->ncolumns || (c->nold > 0 && c->old == NULL))
+            return shape_error(err, errlen, rel, "old row of %u values for %u columns", c->nold,
+                               rel->ncolumns);
+        break;
+    case 'X':
+        break;
+    default:
+        return shape_error(err, errlen, rel, "old kind 0x%02x is none of 'K', 'O', 'X'",
+                           (unsigned char) c->old_kind);
+    }
+    if (need_new && (c->nnew != rel->ncolumns || (c->nnew > 0 && c->new_ == NULL)))
+        return shape_error(err, errlen, rel, "new row of %u values for %u columns", c->nnew,
+                           rel->ncolumns);
+    return 0;
+}
+
+const bw_value *bw_change_key_source(const bw_change *c, bool *key_tuple)
+{
+    *key_tuple = c->old_kind == 'K';
+    if (c->rel->nkeys == 0)
+        return NULL;
+    if (c->old_kind == 'K' || c->old_kind == 'O')
+        return c->old;
+    return c->nnew > 0 ? c->new_ : NULL;
 }
 
 const char *bw_record_op(bw_record_type t)

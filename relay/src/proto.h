@@ -171,6 +171,19 @@ int bw_parse_chunk(bw_parser *p, const uint8_t *data, size_t len, bw_record_cb c
 
 const bw_relation *bw_parser_relation(const bw_parser *p, uint32_t relid);
 
+/*
+ * Checks that a change's tuples fit its relation (key indexes, old key or row, and the new row
+ * when need_new), so that encoders stay in bounds. Returns 0, or -1 with err set to
+ * "table \"s.t\": <what does not fit>".
+ */
+int bw_change_check(const bw_change *c, bool need_new, char *err, size_t errlen);
+
+/*
+ * Where a change's key comes from: the old key (*key_tuple: values in key order) or old row when
+ * it has one, else the new row; NULL when it has none (no key columns, or a keyless delete).
+ */
+const bw_value *bw_change_key_source(const bw_change *c, bool *key_tuple);
+
 /* The name of a record type as messages and headers spell it: "insert", "update", "delete",
  * "truncate", "message"; "?" for the others. */
 const char *bw_record_op(bw_record_type t);
