@@ -25,8 +25,8 @@ CREATE TABLE orders (
     FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id)
 );
 
--- A few rows to start from. They are written before the relay creates its slot, so they are
--- not streamed: only changes made after the relay starts are.
+-- A few rows to start from. They are written before the relay creates its slot: its initial
+-- snapshot sends them as "read" messages (docs/snapshots.md), then the stream follows.
 INSERT INTO customers (tenant_id, id, name, email) VALUES
     ('acme',    1, 'Ada Lovelace',   'ada@acme.example'),
     ('acme',    2, 'Charles Babbage', 'charles@acme.example'),
@@ -39,8 +39,10 @@ INSERT INTO orders (tenant_id, id, customer_id, status, total) VALUES
     ('globex',  1, 1, 'shipped', 999.99),
     ('initech', 1, 1, 'new',      12.00);
 
--- The relay's role: REPLICATION to create and stream the slot; nothing else. Logical decoding
--- reads WAL, not tables, so no table privileges are needed (docs/decoder.md, "A role for the
--- consumer"). The password is a demo password, given to the relay as PGPASSWORD in
--- docker-compose.yml.
+-- The relay's role: REPLICATION to create and stream the slot. Logical decoding reads WAL, not
+-- tables (docs/decoder.md, "A role for the consumer"); the initial snapshot reads the tables, so
+-- the role may read them too (docs/snapshots.md). The password is a demo password, given to the
+-- relay as PGPASSWORD in docker-compose.yml.
 CREATE ROLE bw_relay REPLICATION LOGIN PASSWORD 'bw_relay_demo';
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO bw_relay;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO bw_relay;

@@ -21,7 +21,8 @@ RUN set -eux; \
         librdkafka1 libpq5 libinih1 libmicrohttpd12 libjansson4 libavro23 libcurl4 \
         ca-certificates; \
     rm -rf /var/lib/apt/lists/*; \
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin breakwater
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin breakwater; \
+    install -d -o breakwater -g breakwater /var/lib/breakwater
 COPY --from=build /usr/src/breakwater/relay/breakwater-relay /usr/local/bin/breakwater-relay
 COPY relay/breakwater-relay.conf.example /usr/share/doc/breakwater-relay/
 USER breakwater

@@ -60,6 +60,8 @@ exclude_columns = public.customers.email
 message_prefixes = app.*
 [topic]
 prefix = demo
+[relay]
+state_dir = $work/state
 [kafka]
 bootstrap.servers = $BW_KAFKA_BOOTSTRAP
 [http]

@@ -191,6 +191,9 @@ prefix = $5
 bootstrap.servers = $bootstrap
 [relay]
 stats_interval_ms = 0
+state_dir = $work/state
+[snapshot]
+mode = never
 INI
   if [ "${6:-json}" = avro ]; then
     cat >>"$1" <<INI

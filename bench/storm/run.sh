@@ -122,6 +122,9 @@ enabled = true
 interval_ms = $interval_ms
 [relay]
 stats_interval_ms = 0
+state_dir = $work/state
+[snapshot]
+mode = never
 [kafka]
 bootstrap.servers = $bootstrap
 INI

@@ -458,8 +458,10 @@ int bw_avro_change(bw_avro *a, bw_avro_rel *ar, bw_buf *out, bw_record_type type
     avro_value_t *v = &ar->value, f, b;
     bool has_new = type != BW_REC_DELETE;
 
-    if (type != BW_REC_INSERT && type != BW_REC_UPDATE && type != BW_REC_DELETE) {
-        snprintf(err, errlen, "record type %d is not an insert, update or delete", (int) type);
+    if (type != BW_REC_INSERT && type != BW_REC_UPDATE && type != BW_REC_DELETE &&
+        type != BW_REC_READ) {
+        snprintf(err, errlen, "record type %d is not an insert, update, delete or read",
+                 (int) type);
         return -1;
     }
     if (bw_change_check(c, has_new, err, errlen) < 0)

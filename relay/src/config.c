@@ -61,6 +61,7 @@ static int check_http_listen(const char *value, bw_buf *why);
 static const char *const missing_tenant_choices[] = {"pass", "drop", "error", NULL};
 static const char *const value_format_choices[] = {"json", "avro", NULL};
 static const char *const log_level_choices[] = {"debug", "info", "warn", "error", NULL};
+static const char *const snapshot_mode_choices[] = {"initial", "never", "initial-only", NULL};
 
 #define FIELD(f) offsetof(bw_config, f)
 
@@ -110,6 +111,12 @@ static const key_def keys[] = {
     {.name = "decoder.streaming", .type = T_BOOL, .offset = FIELD(decoder_streaming),
      .def = "true", .plugin_option = "streaming",
      .help = "ask the plugin to stream large transactions while they run (spooled in relay.spool_dir until their commit), so that they never hold up the others"},
+    {.name = "snapshot.mode", .type = T_ENUM, .offset = FIELD(snapshot_mode),
+     .def = "initial", .choices = snapshot_mode_choices,
+     .help = "initial: when the relay creates its slot, publish the selected tables' rows (op read) from the slot's exported snapshot, then stream; never: stream only; initial-only: publish the rows of a fresh snapshot and exit, without a slot"},
+    {.name = "snapshot.chunk_rows", .type = T_INT, .offset = FIELD(snapshot_chunk_rows),
+     .def = "10000", .min = 1, .max = 10000000,
+     .help = "rows per snapshot chunk (read in key order); progress is saved after each chunk Kafka acknowledged, and a restart resumes after it"},
     {.name = "topic.prefix", .type = T_STRING, .offset = FIELD(topic_prefix),
      .def = "breakwater", .check = check_topic_prefix,
      .help = "the {prefix} of topic.template"},
@@ -166,6 +173,9 @@ static const key_def keys[] = {
              "100 ms)"},
     {.name = "relay.spool_dir", .type = T_STRING, .offset = FIELD(spool_dir),
      .help = "directory of the spool files of streamed transactions in progress (not set: $TMPDIR, else /tmp); files are unlinked at once"},
+    {.name = "relay.state_dir", .type = T_STRING, .offset = FIELD(state_dir),
+     .def = "/var/lib/breakwater",
+     .help = "directory of the state file <slot>.snapshot.json, which lets an interrupted snapshot resume; created if missing"},
     {.name = "relay.stats_interval_ms", .type = T_INT, .offset = FIELD(stats_interval_ms),
      .def = "60000", .min = 0, .max = 86400000, .reloadable = true,
      .help = "period of the one-line \"stats:\" log summary; 0 turns it off"},

@@ -36,6 +36,9 @@ typedef struct bw_config {
     char *decoder_message_prefixes;
     int64_t decoder_write_chunk_bytes;
     bool decoder_streaming; /* streaming=on: large transactions arrive while in progress */
+    /* [snapshot] */
+    char *snapshot_mode; /* snapshot.mode: initial, never, initial-only */
+    int64_t snapshot_chunk_rows;
     /* [topic] */
     char *topic_prefix;    /* topic.prefix */
     char *topic_template;  /* topic.template: {prefix} {schema} {table} {tenant} */
@@ -59,6 +62,7 @@ typedef struct bw_config {
     int64_t reconnect_backoff_max_ms;
     int64_t stats_interval_ms; /* relay.stats_interval_ms: the "stats:" log line; 0 = off */
     char *spool_dir;           /* relay.spool_dir: NULL = $TMPDIR or /tmp */
+    char *state_dir;           /* relay.state_dir: the snapshot state file */
     /* [coalesce] */
     char *coalesce_tables;
     int64_t coalesce_window_ms;

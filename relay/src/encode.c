@@ -1003,8 +1003,12 @@ int bw_json_change(bw_buf *out, bw_record_type type, const bw_xact *x, const bw_
     case BW_REC_DELETE:
         op = "delete";
         break;
+    case BW_REC_READ:
+        op = "read";
+        break;
     default:
-        return fail(&e, NULL, "record type %d is not an insert, update or delete", (int) type);
+        return fail(&e, NULL, "record type %d is not an insert, update, delete or read",
+                    (int) type);
     }
     bool has_new = type != BW_REC_DELETE;
     if (check_shape(&e, c, has_new) < 0)

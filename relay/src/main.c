@@ -27,6 +27,7 @@
 #include "proto.h"
 #include "registry.h"
 #include "route.h"
+#include "snapshot.h"
 
 /* Set by signal handlers, acted on by the loop (the only other globals: see log.h). */
 static volatile sig_atomic_t stop_signals = 0;
@@ -83,6 +84,7 @@ typedef struct relay {
     bw_pgstream *pg;
     bw_parser *parser;
     bw_registry *registry; /* value.format avro */
+    bw_snapshot *snapshot; /* snapshot.mode initial or initial-only */
     /*
      * While a streamed transaction is replayed, chunks read are queued (in memory, up to
      * relay.max_inflight_bytes) and routed after it, in order; the peek parser reads them at
@@ -483,11 +485,35 @@ int main(int argc, char **argv, char **envp)
     r.envp = envp;
     r.pg = bw_pgstream_new();
 
+    bw_slot_hooks hooks = {0};
+    if (strcmp(r.cfg.snapshot_mode, "never") != 0) {
+        r.snapshot = bw_snapshot_new(&r.cfg, &r.router, &stop_signals, err, sizeof(err));
+        if (r.snapshot == NULL) {
+            bw_error("%s", err);
+            status = 2;
+            goto stop;
+        }
+        hooks = (bw_slot_hooks){r.snapshot, bw_snapshot_creating, bw_snapshot_created,
+                                bw_snapshot_found};
+    }
+    if (strcmp(r.cfg.snapshot_mode, "initial-only") == 0) {
+        /* no slot, no stream: the tables' rows, then exit once Kafka has them all */
+        int rc = bw_snapshot_only(r.snapshot, err, sizeof(err));
+        if (rc < 0) {
+            bw_error("%s", err);
+            status = 1;
+        }
+        goto stop;
+    }
+
     while (stop_signals == 0) {
-        bw_pgstream_opts o = {r.cfg.pg_conninfo, r.cfg.slot_name, r.cfg.slot_create,
-                              r.opt_names,       r.opt_values,    r.nopts};
+        bw_pgstream_opts o = {
+            r.cfg.pg_conninfo, r.cfg.slot_name, r.cfg.slot_create,         r.opt_names,
+            r.opt_values,      r.nopts,         r.snapshot ? &hooks : NULL};
         uint64_t confirmed = 0;
         bw_pg_status st = bw_pgstream_start(r.pg, &o, &confirmed, err, sizeof(err));
+        if (stop_signals != 0 && st != BW_PG_OK)
+            break; /* stopped during a snapshot: it resumes on restart */
         atomic_store(&r.metrics.standby, st == BW_PG_BUSY);
         if (st == BW_PG_OK) {
             char lsn[18];
@@ -539,6 +565,7 @@ int main(int argc, char **argv, char **envp)
             backoff = backoff * 2 > r.cfg.reconnect_backoff_max_ms ? r.cfg.reconnect_backoff_max_ms
                                                                    : backoff * 2;
     }
+stop:
     status = shutdown_relay(&r, status);
     bw_signals_free(r.router.signals);
     bw_coalescer_free(r.router.coalescer);
@@ -551,6 +578,7 @@ out:
     bw_avro_free(r.router.avro);
     bw_spools_free(r.router.spools);
     bw_registry_free(r.registry);
+    bw_snapshot_free(r.snapshot); /* before the router: it releases its relations' state there */
     bw_router_free(&r.router);
     if (http)
         bw_http_stop(http);

@@ -34,6 +34,9 @@ void bw_metrics_init(bw_metrics *m)
     atomic_init(&m->stream_bytes_in, 0);
     atomic_init(&m->streamed_transactions, 0);
     atomic_init(&m->spool_bytes, 0);
+    atomic_init(&m->snapshot_rows, 0);
+    atomic_init(&m->snapshot_rows_estimate, 0);
+    atomic_init(&m->snapshot_running, 0);
     atomic_init(&m->kafka_queue_depth, 0);
     atomic_init(&m->inflight_bytes, 0);
     atomic_init(&m->confirmed_lsn, 0);
@@ -49,7 +52,9 @@ void bw_metrics_init(bw_metrics *m)
 typedef struct snapshot {
     uint64_t changes_in, transactions_in, messages_produced, messages_delivered, bytes_delivered;
     uint64_t delivery_errors, pg_reconnects, stream_bytes_in, streamed_transactions;
-    int64_t kafka_queue_depth, inflight_bytes, spool_bytes;
+    uint64_t snapshot_rows;
+    int64_t kafka_queue_depth, inflight_bytes, spool_bytes, snapshot_rows_estimate;
+    int snapshot_running;
     uint64_t confirmed_lsn, server_wal_end;
     uint64_t lag_bytes;
     double lag_seconds, uptime_seconds;
@@ -72,6 +77,9 @@ static void take(const bw_metrics *cm, snapshot *s)
     s->stream_bytes_in = LOAD(m->stream_bytes_in);
     s->streamed_transactions = LOAD(m->streamed_transactions);
     s->spool_bytes = LOAD(m->spool_bytes);
+    s->snapshot_rows = LOAD(m->snapshot_rows);
+    s->snapshot_rows_estimate = LOAD(m->snapshot_rows_estimate);
+    s->snapshot_running = LOAD(m->snapshot_running) ? 1 : 0;
     s->kafka_queue_depth = LOAD(m->kafka_queue_depth);
     s->inflight_bytes = LOAD(m->inflight_bytes);
     s->confirmed_lsn = LOAD(m->confirmed_lsn);
@@ -79,7 +87,7 @@ static void take(const bw_metrics *cm, snapshot *s)
     s->pg_connected = LOAD(m->pg_connected) ? 1 : 0;
     s->standby = LOAD(m->standby) ? 1 : 0;
     s->kafka_ok = LOAD(m->kafka_ok) ? 1 : 0;
-    s->up = (s->pg_connected || s->standby) && s->kafka_ok;
+    s->up = (s->pg_connected || s->standby || s->snapshot_running) && s->kafka_ok;
 
     /* unknown (0) on either side: no lag to report rather than a meaningless one */
     s->lag_bytes = 0;
@@ -103,8 +111,8 @@ static void take(const bw_metrics *cm, snapshot *s)
 bool bw_metrics_healthy(const bw_metrics *cm, bw_buf *reason)
 {
     bw_metrics *m = (bw_metrics *) cm;
-    /* a standby waiting for the slot is doing its job: healthy */
-    bool pg = LOAD(m->pg_connected) != 0 || LOAD(m->standby) != 0;
+    /* a standby waiting for the slot, or a snapshot before streaming, is doing its job */
+    bool pg = LOAD(m->pg_connected) != 0 || LOAD(m->standby) != 0 || LOAD(m->snapshot_running) != 0;
     bool kafka = LOAD(m->kafka_ok) != 0;
 
     if (reason != NULL) {
@@ -143,6 +151,12 @@ static const metric metrics[] = {
       "Large transactions that arrived streamed while in progress (decoder.streaming), at their commit."),
     M("breakwater_spool_bytes", "gauge", I64, spool_bytes,
       "Bytes in the spool files of streamed transactions still in progress."),
+    M("breakwater_snapshot_rows_total", "counter", U64, snapshot_rows,
+      "Rows read by snapshots (op read) and handed to Kafka."),
+    M("breakwater_snapshot_rows_estimate", "gauge", I64, snapshot_rows_estimate,
+      "Rows the running snapshot is expected to read in all (from the planner's statistics); 0 when none runs."),
+    M("breakwater_snapshot_running", "gauge", INT, snapshot_running,
+      "1 while a snapshot runs (before streaming starts)."),
     M("breakwater_messages_produced_total", "counter", U64, messages_produced,
       "Messages handed to librdkafka."),
     M("breakwater_messages_delivered_total", "counter", U64, messages_delivered,

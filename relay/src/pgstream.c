@@ -116,7 +116,18 @@ static bool is_sqlstate(const PGresult *res, const char *code)
     return state && strcmp(state, code) == 0;
 }
 
-/* Looks the slot up; creates it when missing and allowed. */
+static bw_pg_status hook_status(int rc, char *err, size_t errlen)
+{
+    if (rc == 0)
+        return BW_PG_OK;
+    if (rc > 0) {
+        snprintf(err, errlen, "stopped");
+        return BW_PG_RETRY;
+    }
+    return BW_PG_FATAL;
+}
+
+/* Looks the slot up; creates it when missing and allowed; runs o->hooks around that. */
 static bw_pg_status ensure_slot(bw_pgstream *s, const bw_pgstream_opts *o, uint64_t *confirmed,
                                 char *err, size_t errlen)
 {
@@ -150,11 +161,16 @@ static bw_pg_status ensure_slot(bw_pgstream *s, const bw_pgstream_opts *o, uint6
             goto done;
         }
         PQclear(res);
+        res = NULL;
+        const bw_slot_hooks *h = o->hooks;
+        bool export = h && h->creating;
+        if (export && (st = hook_status(h->creating(h->arg, err, errlen), err, errlen)) != BW_PG_OK)
+            goto done;
         bw_buf cmd;
         bw_buf_init(&cmd);
         bw_buf_puts(&cmd, "CREATE_REPLICATION_SLOT ");
         quote_ident(&cmd, o->slot);
-        bw_buf_puts(&cmd, " LOGICAL breakwater (SNAPSHOT 'nothing')");
+        bw_buf_printf(&cmd, " LOGICAL breakwater (SNAPSHOT '%s')", export ? "export" : "nothing");
         res = PQexec(s->conn, cmd.data);
         bw_buf_free(&cmd);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -166,6 +182,9 @@ static bw_pg_status ensure_slot(bw_pgstream *s, const bw_pgstream_opts *o, uint6
         if (bw_lsn_parse(PQgetvalue(res, 0, 1), confirmed) != 0)
             *confirmed = 0;
         bw_info("created replication slot \"%s\" at %s", o->slot, PQgetvalue(res, 0, 1));
+        if (export && h->created && !PQgetisnull(res, 0, 2))
+            st = hook_status(h->created(h->arg, PQgetvalue(res, 0, 2), *confirmed, err, errlen),
+                             err, errlen);
         goto done;
     }
     if (strcmp(PQgetvalue(res, 0, 1), "logical") != 0 ||
@@ -193,6 +212,8 @@ static bw_pg_status ensure_slot(bw_pgstream *s, const bw_pgstream_opts *o, uint6
     }
     if (PQgetisnull(res, 0, 3) || bw_lsn_parse(PQgetvalue(res, 0, 3), confirmed) != 0)
         *confirmed = 0;
+    if (o->hooks && o->hooks->found)
+        st = hook_status(o->hooks->found(o->hooks->arg, *confirmed, err, errlen), err, errlen);
 done:
     PQclear(res);
     return st;

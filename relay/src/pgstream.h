@@ -12,6 +12,22 @@
 
 typedef struct bw_pgstream bw_pgstream;
 
+/*
+ * What the relay does around the slot before streaming (snapshot.mode=initial). Each returns 0 to
+ * go on, 1 when a stop was asked (bw_pgstream_start then returns BW_PG_RETRY, "stopped"), or -1
+ * with err set (BW_PG_FATAL). NULL hooks are skipped.
+ */
+typedef struct bw_slot_hooks {
+    void *arg;
+    /* before the slot is created: creating=non-NULL makes it with an exported snapshot */
+    int (*creating)(void *arg, char *err, size_t errlen);
+    /* the slot was just created; the exported snapshot is valid until this returns */
+    int (*created)(void *arg, const char *snapshot, uint64_t consistent_point, char *err,
+                   size_t errlen);
+    /* the slot exists and is free; streaming starts from confirmed when this returns */
+    int (*found)(void *arg, uint64_t confirmed, char *err, size_t errlen);
+} bw_slot_hooks;
+
 typedef struct bw_pgstream_opts {
     const char *conninfo;
     const char *slot;
@@ -19,6 +35,7 @@ typedef struct bw_pgstream_opts {
     const char *const *opt_names; /* decoder options */
     const char *const *opt_values;
     size_t nopts;
+    const bw_slot_hooks *hooks; /* NULL: none */
 } bw_pgstream_opts;
 
 typedef enum bw_pg_status {

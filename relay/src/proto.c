@@ -280,6 +280,8 @@ const char *bw_record_op(bw_record_type t)
         return "truncate";
     case BW_REC_MESSAGE:
         return "message";
+    case BW_REC_READ:
+        return "read";
     default:
         return "?";
     }

@@ -89,6 +89,8 @@ typedef enum bw_record_type {
     BW_REC_SUBXACT,
     BW_REC_STREAM_ABORT,
     BW_REC_STREAM_COMMIT,
+    /* made by the relay, not the protocol: a row read by a snapshot (snapshot.c) */
+    BW_REC_READ,
 } bw_record_type;
 
 typedef struct bw_xact {
@@ -185,7 +187,7 @@ int bw_change_check(const bw_change *c, bool need_new, char *err, size_t errlen)
 const bw_value *bw_change_key_source(const bw_change *c, bool *key_tuple);
 
 /* The name of a record type as messages and headers spell it: "insert", "update", "delete",
- * "truncate", "message"; "?" for the others. */
+ * "truncate", "message", "read"; "?" for the others. */
 const char *bw_record_op(bw_record_type t);
 
 /* Big-endian integers of the protocol and of PostgreSQL's send formats; p must hold them. */

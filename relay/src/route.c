@@ -17,6 +17,7 @@
 
 #include "encode.h"
 #include "log.h"
+#include "selection.h"
 
 static int64_t mono_ms(void)
 {
@@ -152,28 +153,6 @@ static void headers_for(header_set *hs, bw_record_type type, const bw_xact *x,
     }
 }
 
-/* '*' matches any run of characters; everything else itself */
-static bool glob(const char *p, const char *s, size_t slen)
-{
-    const char *star = NULL, *resume = NULL, *end = s + slen;
-    while (s < end) {
-        if (*p == '*') {
-            star = p++;
-            resume = s;
-        } else if (*p && *p != ',' && *p == *s) {
-            p++;
-            s++;
-        } else if (star) {
-            p = star + 1;
-            s = ++resume;
-        } else
-            return false;
-    }
-    while (*p == '*')
-        p++;
-    return *p == '\0' || *p == ',';
-}
-
 /* What the router keeps per relation record, in rel->user (the parser lets us). */
 typedef struct rel_state {
     enum { UNKNOWN, NO, YES } coalesce;
@@ -205,14 +184,17 @@ static bool coalesced(bw_router *r, const bw_relation *rel)
     rel_state *rs = state_of(rel);
     if (rs->coalesce == UNKNOWN) {
         char name[260];
-        int n = snprintf(name, sizeof(name), "%s.%s", rel->schema, rel->table);
+        snprintf(name, sizeof(name), "%s.%s", rel->schema, rel->table);
         bool yes = false;
         for (const char *p = r->cfg->coalesce_tables; *p && !yes;) {
             while (*p == ' ')
                 p++;
-            yes = glob(p, name, (size_t) n);
-            p = strchr(p, ',');
-            p = p ? p + 1 : "";
+            size_t len = strcspn(p, ",");
+            char *item = bw_xstrndup(p, len);
+            yes = bw_glob_match(item, name);
+            free(item);
+            p += len;
+            p += *p == ',';
         }
         rs->coalesce = yes ? YES : NO;
     }
@@ -283,9 +265,11 @@ static int route_change(bw_router *r, const bw_record *rec)
     if (keyrc < 0 || encode_change(r, ar, &r->value, rec->type, c))
         return -1;
     headers_for(&hs, rec->type, &r->xact, c->rel, &c->tenant);
-    atomic_fetch_add(&r->metrics->changes_in, 1);
+    bool read = rec->type == BW_REC_READ; /* a snapshot's row: never held, never signalled */
+    if (!read)
+        atomic_fetch_add(&r->metrics->changes_in, 1);
     bool sent = false;
-    if (r->coalescer && keyrc == 0 && coalesced(r, c->rel)) {
+    if (r->coalescer && keyrc == 0 && !read && coalesced(r, c->rel)) {
         if (c->old_kind != 'X' && rec->type == BW_REC_UPDATE) {
             /*
              * An update that may move the row to another key is never merged. What is held for
@@ -318,7 +302,7 @@ static int route_change(bw_router *r, const bw_record *rec)
                    send_tombstone(r, r->topic.data, keyrc == 0 ? r->key.data : NULL, r->key.len,
                                   hs.h, hs.n, r->entry))))
         return -1;
-    if (r->signals && c->tenant.kind == 't' && !r->peeked) {
+    if (r->signals && c->tenant.kind == 't' && !r->peeked && !read) {
         /* sample keys are JSON in signals, whatever the row format */
         const bw_buf *sample = &r->key;
         if (ar) {
@@ -501,6 +485,21 @@ static int route_record(bw_router *r, const bw_record *rec);
 int bw_route_record(void *router, const bw_record *rec)
 {
     return route_record(router, rec) == 0 ? 0 : BW_ROUTE_FAILED;
+}
+
+int bw_route_read(bw_router *r, const bw_change *c, const bw_xact *x, bw_txn_entry *entry)
+{
+    bw_record rec = {.type = BW_REC_READ, .u.change = *c};
+    if (bw_change_check(c, true, r->err, sizeof(r->err)) < 0)
+        return BW_ROUTE_FAILED;
+    bw_xact saved = r->xact;
+    bw_txn_entry *saved_entry = r->entry;
+    r->xact = *x;
+    r->entry = entry;
+    int rc = route_change(r, &rec);
+    r->xact = saved;
+    r->entry = saved_entry;
+    return rc == 0 ? 0 : BW_ROUTE_FAILED;
 }
 
 /*

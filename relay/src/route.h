@@ -54,6 +54,13 @@ void bw_router_free(bw_router *r);
 
 /* bw_record_cb: publishes what the record becomes. BW_ROUTE_FAILED on error (r->err says why). */
 int bw_route_record(void *router, const bw_record *rec);
+/*
+ * A row a snapshot read (op "read"): same topic, key, headers and encoding as a streamed insert
+ * of it; never coalesced, no tenant signal. x gives its position (the snapshot's) and entry the
+ * tracker entry its messages ride on. BW_ROUTE_FAILED on error (r->err says why).
+ */
+int bw_route_read(bw_router *r, const bw_change *c, const bw_xact *x, bw_txn_entry *entry);
+
 /* bw_coalesce_emit_cb: publishes a coalesced row change. */
 int bw_route_coalesced(void *router, const char *topic, const char *key, size_t keylen,
                        const char *value, size_t valuelen, const bw_header *headers,

@@ -1023,7 +1023,7 @@ TEST(change_errors)
     ASSERT_STR_CONTAINS(err, "tenant of kind 0x62");
     t.tenant.kind = 'n';
     ASSERT_EQ(bw_json_change(&out, BW_REC_TRUNCATE, &xact, &t, err, sizeof(err)), -1);
-    ASSERT_STR_CONTAINS(err, "is not an insert, update or delete");
+    ASSERT_STR_CONTAINS(err, "is not an insert, update, delete or read");
     ASSERT_STR_EQ(out.data, "keep");
 
     /* a key index outside the columns */

@@ -138,7 +138,8 @@ class Relay:
 @pytest.fixture
 def make_relay(relay_bin, cluster, kafka, tmp_path, request):
     """make_relay(**settings) -> Relay (not started). Defaults: a fresh slot and topic prefix per
-    test, the session's PostgreSQL and broker, no HTTP endpoint. Dropped at teardown: the
+    test, the session's PostgreSQL and broker, no HTTP endpoint, snapshot.mode=never, a state
+    directory shared by the test's relays. Dropped at teardown: the
     relay (SIGTERM) and its slot."""
     relays = []
     n = next(_ids)
@@ -155,6 +156,9 @@ def make_relay(relay_bin, cluster, kafka, tmp_path, request):
             "http.listen": "",
             "log.level": "info",
             "relay.status_interval_ms": "200",
+            # most tests start from an empty table: no initial snapshot unless a test asks
+            "snapshot.mode": "never",
+            "relay.state_dir": str(tmp_path / "state"),
         }
         base.update({k.replace("__", "."): v for k, v in settings.items()})
         r = Relay(relay_bin, tmp_path / f"relay{len(relays)}", base)
