@@ -53,13 +53,16 @@ static int check_slot_name(const char *value, bw_buf *why);
 static int check_actions(const char *value, bw_buf *why);
 static int check_topic_prefix(const char *value, bw_buf *why);
 static int check_topic_template(const char *value, bw_buf *why);
+static int check_keyless_topic(const char *value, bw_buf *why);
 static int check_avro_namespace(const char *value, bw_buf *why);
+static int check_not_zero(const char *value, bw_buf *why);
 static int check_registry_url(const char *value, bw_buf *why);
 static int check_compatibility(const char *value, bw_buf *why);
 static int check_http_listen(const char *value, bw_buf *why);
 
 static const char *const missing_tenant_choices[] = {"pass", "drop", "error", NULL};
 static const char *const value_format_choices[] = {"json", "avro", NULL};
+static const char *const cleanup_policy_choices[] = {"compact", "delete", "compact,delete", NULL};
 static const char *const log_level_choices[] = {"debug", "info", "warn", "error", NULL};
 static const char *const snapshot_mode_choices[] = {"initial", "never", "initial-only", NULL};
 
@@ -126,6 +129,24 @@ static const key_def keys[] = {
     {.name = "topic.tombstones", .type = T_BOOL, .offset = FIELD(topic_tombstones),
      .def = "true",
      .help = "follow each delete with a tombstone (same key, null value), so that a compacted topic keeps exactly the live rows"},
+    {.name = "topic.create", .type = T_BOOL, .offset = FIELD(topic_create),
+     .def = "true",
+     .help = "create a row topic that does not exist, with the settings below, before its first message; an existing one is checked (a warning when its cleanup.policy cannot support a replay)"},
+    {.name = "topic.partitions", .type = T_INT, .offset = FIELD(topic_partitions),
+     .def = "-1", .min = -1, .max = 100000, .check = check_not_zero,
+     .help = "partitions of a topic the relay creates; -1: the broker's default"},
+    {.name = "topic.replication_factor", .type = T_INT, .offset = FIELD(topic_replication_factor),
+     .def = "-1", .min = -1, .max = 32767, .check = check_not_zero,
+     .help = "replication factor of a topic the relay creates; -1: the broker's default"},
+    {.name = "topic.cleanup_policy", .type = T_ENUM, .offset = FIELD(topic_cleanup_policy),
+     .def = "compact", .choices = cleanup_policy_choices,
+     .help = "cleanup.policy of a topic the relay creates: compact keeps each row's last version (with tombstones: exactly the live rows); the topic of a table without key columns gets delete, since a compacted topic refuses messages without a key"},
+    {.name = "topic.retention_ms", .type = T_INT, .offset = FIELD(topic_retention_ms),
+     .def = "-1", .min = -1, .max = INT64_MAX,
+     .help = "retention.ms of a topic the relay creates (for cleanup_policy delete); -1: the broker's default"},
+    {.name = "topic.keyless", .type = T_STRING, .offset = FIELD(topic_keyless),
+     .def = "{prefix}.keyless", .check = check_keyless_topic,
+     .help = "where a message without a key (a truncate, a row of a table without key columns, a keyless delete) goes instead of a compacted topic, which would refuse it: same value and headers, keyed by schema.table; created with cleanup.policy=delete ({prefix} allowed)"},
     {.name = "value.format", .type = T_ENUM, .offset = FIELD(value_format),
      .def = "json", .choices = value_format_choices,
      .help = "format of row messages: json, or avro (keys and values, Confluent wire format, "
@@ -960,10 +981,13 @@ static int check_topic_prefix(const char *value, bw_buf *why)
     return 0;
 }
 
-static int check_topic_template(const char *value, bw_buf *why)
+/*
+ * A topic name with placeholders: the first nallowed of {prefix}, {schema}, {table}, {tenant}
+ * (every topic knows its prefix; only a row topic has a table and a tenant).
+ */
+static int check_template(const char *value, bw_buf *why, size_t nallowed, const char *accepted)
 {
     static const char *const placeholders[] = {"{prefix}", "{schema}", "{table}", "{tenant}"};
-    static const char accepted[] = "the placeholders are {prefix}, {schema}, {table} and {tenant}";
     const char *p = value;
 
     if (*p == '\0') {
@@ -979,7 +1003,7 @@ static int check_topic_template(const char *value, bw_buf *why)
                 return -1;
             }
             bool ok = false;
-            for (size_t i = 0; i < 4; i++) {
+            for (size_t i = 0; i < nallowed; i++) {
                 if (n + 1 == strlen(placeholders[i]) && strncmp(p, placeholders[i], n + 1) == 0)
                     ok = true;
             }
@@ -1000,6 +1024,27 @@ static int check_topic_template(const char *value, bw_buf *why)
         } else {
             p++;
         }
+    }
+    return 0;
+}
+
+static int check_topic_template(const char *value, bw_buf *why)
+{
+    return check_template(value, why, 4,
+                          "the placeholders are {prefix}, {schema}, {table} and {tenant}");
+}
+
+/* One topic for the messages of every table: no {schema}, {table} or {tenant} to fill in. */
+static int check_keyless_topic(const char *value, bw_buf *why)
+{
+    return check_template(value, why, 1, "the only placeholder is {prefix}");
+}
+
+static int check_not_zero(const char *value, bw_buf *why)
+{
+    if (strcmp(value, "0") == 0) {
+        bw_buf_puts(why, "0 is not a count; use a positive number, or -1 for the broker's default");
+        return -1;
     }
     return 0;
 }

@@ -40,9 +40,15 @@ typedef struct bw_config {
     char *snapshot_mode; /* snapshot.mode: initial, never, initial-only */
     int64_t snapshot_chunk_rows;
     /* [topic] */
-    char *topic_prefix;    /* topic.prefix */
-    char *topic_template;  /* topic.template: {prefix} {schema} {table} {tenant} */
-    bool topic_tombstones; /* topic.tombstones: a null-valued message after each delete */
+    char *topic_prefix;       /* topic.prefix */
+    char *topic_template;     /* topic.template: {prefix} {schema} {table} {tenant} */
+    bool topic_tombstones;    /* topic.tombstones: a null-valued message after each delete */
+    bool topic_create;        /* topic.create: row topics created through the admin API */
+    int64_t topic_partitions; /* -1: the broker's default */
+    int64_t topic_replication_factor; /* -1: the broker's default */
+    char *topic_cleanup_policy;       /* compact, delete or compact,delete */
+    int64_t topic_retention_ms;       /* -1: the broker's default */
+    char *topic_keyless; /* topic.keyless: messages without a key bound for a compacted topic */
     /* [value] */
     char *value_format; /* value.format: json or avro */
     /* [avro], [schema_registry]: used when value.format is avro */

@@ -472,6 +472,7 @@ int main(int argc, char **argv, char **envp)
                                               r.cfg.coalesce_max_held_bytes, &merge);
     if (r.cfg.decoder_streaming)
         r.router.spools = bw_spools_new(r.cfg.spool_dir);
+    r.router.topics = bw_topics_new(&r.cfg, bw_producer_handle(r.producer));
     if (r.cfg.signals_enabled)
         r.router.signals =
             bw_signals_new(r.track, r.cfg.signals_interval_ms,
@@ -577,6 +578,7 @@ out:
     bw_parser_free(r.parser); /* before the router: it releases the router's per-relation state */
     bw_avro_free(r.router.avro);
     bw_spools_free(r.router.spools);
+    bw_topics_free(r.router.topics);
     bw_registry_free(r.registry);
     bw_snapshot_free(r.snapshot); /* before the router: it releases its relations' state there */
     bw_router_free(&r.router);

@@ -342,3 +342,8 @@ void bw_producer_free(bw_producer *p)
             close(p->event_pipe[i]);
     free(p);
 }
+
+rd_kafka_t *bw_producer_handle(bw_producer *p)
+{
+    return p->rk;
+}

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "config.h"
 #include "lsntrack.h"
 #include "metrics.h"
@@ -46,6 +48,8 @@ const char *bw_producer_failure(const bw_producer *p);
 /* Waits up to timeout_ms for every message to be acknowledged; returns messages left. */
 int bw_producer_flush(bw_producer *p, int timeout_ms);
 int bw_producer_outq_len(const bw_producer *p);
+/* The librdkafka handle, for admin requests (topics.c). */
+rd_kafka_t *bw_producer_handle(bw_producer *p);
 void bw_producer_free(bw_producer *p);
 
 #endif

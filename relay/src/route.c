@@ -65,6 +65,7 @@ void bw_router_init(bw_router *r, const bw_config *cfg, bw_producer *p, bw_lsntr
     bw_buf_init(&r->value);
     bw_buf_init(&r->json_key);
     bw_buf_init(&r->peek_key);
+    bw_buf_init(&r->keyless_topic);
 }
 
 void bw_router_free(bw_router *r)
@@ -74,6 +75,7 @@ void bw_router_free(bw_router *r)
     bw_buf_free(&r->value);
     bw_buf_free(&r->json_key);
     bw_buf_free(&r->peek_key);
+    bw_buf_free(&r->keyless_topic);
     free(r->early);
 }
 
@@ -156,7 +158,9 @@ static void headers_for(header_set *hs, bw_record_type type, const bw_xact *x,
 /* What the router keeps per relation record, in rel->user (the parser lets us). */
 typedef struct rel_state {
     enum { UNKNOWN, NO, YES } coalesce;
-    bw_avro_rel *avro; /* value.format avro: the relation's schemas; built on first use */
+    bw_avro_rel *avro;   /* value.format avro: the relation's schemas; built on first use */
+    char *ensured_topic; /* the last topic made sure of (bw_topics_ensure) */
+    bool compacted;      /* ensured_topic is compacted: a message without a key goes elsewhere */
 } rel_state;
 
 static rel_state *state_of(const bw_relation *rel)
@@ -174,6 +178,7 @@ void bw_route_relation_free(void *router, bw_relation *rel)
     if (rs == NULL)
         return;
     bw_avro_rel_free(rs->avro);
+    free(rs->ensured_topic);
     free(rs);
     rel->user = NULL;
 }
@@ -199,6 +204,65 @@ static bool coalesced(bw_router *r, const bw_relation *rel)
         rs->coalesce = yes ? YES : NO;
     }
     return rs->coalesce == YES;
+}
+
+/*
+ * The row topic r->topic exists, with the configured settings, before its first message; whether
+ * it is compacted. The topic of a table without key columns is not made compacted: Kafka would
+ * refuse its every message.
+ */
+static bool ensure_topic(bw_router *r, const bw_relation *rel)
+{
+    rel_state *rs = state_of(rel);
+    const char *keyless_why = NULL;
+    char why[300];
+    if (r->topics == NULL)
+        return false;
+    if (rs->ensured_topic && strcmp(rs->ensured_topic, r->topic.data) == 0)
+        return rs->compacted;
+    if (rel->nkeys == 0) {
+        snprintf(why, sizeof(why), "table %s.%s has no key columns", rel->schema, rel->table);
+        keyless_why = why;
+    }
+    rs->compacted = bw_topics_ensure(r->topics, r->topic.data, keyless_why);
+    free(rs->ensured_topic);
+    rs->ensured_topic = bw_xstrdup(r->topic.data);
+    return rs->compacted;
+}
+
+/*
+ * A message without a key for a compacted topic: Kafka refuses it there (INVALID_RECORD), and the
+ * relay would stop on it. Truncates, rows of tables without key columns and keyless deletes go to
+ * topic.keyless instead, with the same value and headers, keyed by "schema.table" (hs->table) so
+ * that they have a key wherever they land. That topic is made with cleanup.policy=delete: what
+ * it holds is history, not rows to compact. A warning the first time per topic says so.
+ */
+static int send_keyless_elsewhere(bw_router *r, bw_record_type type, const bw_relation *rel,
+                                  const header_set *hs)
+{
+    bw_topic_name(&r->keyless_topic, r->cfg->topic_keyless, r->cfg->topic_prefix, NULL, NULL, 0);
+    bw_topics_ensure(r->topics, r->keyless_topic.data,
+                     "it takes the messages without a key of compacted topics");
+    if (bw_topics_first_redirect(r->topics, r->topic.data))
+        bw_warn("topic %s is compacted, and Kafka refuses messages without a key there: the %s "
+                "of table %s.%s went to topic %s instead, keyed by \"%s\", and so will every "
+                "later message without a key for %s (topic.keyless)",
+                r->topic.data, bw_record_op(type), rel->schema, rel->table, r->keyless_topic.data,
+                hs->table, r->topic.data);
+    return bw_producer_send(r->producer, r->keyless_topic.data, hs->table, strlen(hs->table),
+                            r->value.data, r->value.len, hs->h, hs->n, r->entry, r->err,
+                            sizeof(r->err));
+}
+
+/* A row message (r->value) to r->topic, with its key, or without one (key NULL). */
+static int send_row(bw_router *r, bw_record_type type, const bw_relation *rel, bool compacted,
+                    const bw_buf *key, const header_set *hs)
+{
+    if (key == NULL && compacted)
+        return send_keyless_elsewhere(r, type, rel, hs);
+    return bw_producer_send(r->producer, r->topic.data, key ? key->data : NULL, key ? key->len : 0,
+                            r->value.data, r->value.len, hs->h, hs->n, r->entry, r->err,
+                            sizeof(r->err));
 }
 
 /* Avro: the relation's schemas, known to the registry under topic (r->topic). */
@@ -259,6 +323,7 @@ static int route_change(bw_router *r, const bw_record *rec)
 
     bw_topic_name(&r->topic, r->cfg->topic_template, r->cfg->topic_prefix, c->rel,
                   c->tenant.kind == 't' ? (const char *) c->tenant.data : NULL, c->tenant.len);
+    bool compacted = ensure_topic(r, c->rel);
     if (r->avro && (ar = avro_for(r, c->rel)) == NULL)
         return -1;
     keyrc = encode_key(r, ar, &r->key, c);
@@ -295,9 +360,8 @@ static int route_change(bw_router *r, const bw_record *rec)
             sent = rc == 1; /* held or merged: published when its window ends */
         }
     }
-    if (!sent && (bw_producer_send(r->producer, r->topic.data, keyrc == 0 ? r->key.data : NULL,
-                                   keyrc == 0 ? r->key.len : 0, r->value.data, r->value.len, hs.h,
-                                   hs.n, r->entry, r->err, sizeof(r->err)) ||
+    /* a tombstone needs the row's own key: a delete sent without one gets none */
+    if (!sent && (send_row(r, rec->type, c->rel, compacted, keyrc == 0 ? &r->key : NULL, &hs) ||
                   (rec->type == BW_REC_DELETE &&
                    send_tombstone(r, r->topic.data, keyrc == 0 ? r->key.data : NULL, r->key.len,
                                   hs.h, hs.n, r->entry))))
@@ -364,6 +428,7 @@ static int route_truncate(bw_router *r, const bw_record *rec)
         header_set hs;
 
         bw_topic_name(&r->topic, r->cfg->topic_template, r->cfg->topic_prefix, rel, NULL, 0);
+        bool compacted = ensure_topic(r, rel);
         headers_for(&hs, BW_REC_TRUNCATE, &r->xact, rel, NULL);
         if (r->avro) {
             bw_avro_rel *ar = avro_for(r, rel);
@@ -389,8 +454,7 @@ static int route_truncate(bw_router *r, const bw_record *rec)
         bw_buf_printf(&r->value, ",\"cascade\":%s,\"restart_identity\":%s}",
                       (t->options & 1) ? "true" : "false", (t->options & 2) ? "true" : "false");
     send:
-        if (bw_producer_send(r->producer, r->topic.data, NULL, 0, r->value.data, r->value.len, hs.h,
-                             hs.n, r->entry, r->err, sizeof(r->err)))
+        if (send_row(r, BW_REC_TRUNCATE, rel, compacted, NULL, &hs))
             return -1;
     }
     return 0;

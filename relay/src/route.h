@@ -16,6 +16,7 @@
 #include "proto.h"
 #include "signals.h"
 #include "spool.h"
+#include "topics.h"
 
 typedef struct bw_router {
     const bw_config *cfg;
@@ -25,6 +26,7 @@ typedef struct bw_router {
     bw_signals *signals;     /* NULL when signals.enabled is false */
     bw_coalescer *coalescer; /* NULL when coalesce.tables is empty */
     bw_avro *avro;           /* NULL unless value.format is avro */
+    bw_topics *topics;       /* creates and checks topics on their first use; NULL: none */
     bw_spools *spools;       /* streamed transactions; NULL when decoder.streaming is off */
     bw_replay *job;          /* a streamed transaction being sent, a step per loop turn */
     /*
@@ -42,8 +44,9 @@ typedef struct bw_router {
     bw_xact xact;        /* the transaction being read */
     bw_txn_entry *entry; /* its tracker entry; NULL outside a transaction */
     bw_buf topic, key, value;
-    bw_buf json_key; /* a signal's sample key is JSON whatever the row format */
-    char err[1024];  /* why bw_route_record failed */
+    bw_buf json_key;      /* a signal's sample key is JSON whatever the row format */
+    bw_buf keyless_topic; /* topic.keyless, expanded (send_keyless_elsewhere) */
+    char err[1024];       /* why bw_route_record failed */
 } bw_router;
 
 void bw_router_init(bw_router *r, const bw_config *cfg, bw_producer *p, bw_lsntrack *t,

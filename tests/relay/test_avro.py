@@ -468,14 +468,17 @@ def test_updates_deletes_and_unchanged_toast(conn, kafka, registry, avro, make_r
                         value["unchanged_toast"], value["tenant"]))
         assert got == want[t], f"{t}:\n{squeeze(got)}\n!=\n{squeeze(want[t])}"
 
-    # a delete without key information: no key, neither in the envelope nor in Kafka
+    # a delete without key information: no key in the envelope, and none for Kafka, whose
+    # compacted row topic would refuse it: it goes to topic.keyless, keyed by the table's name
     topic = r.topic_of(nothing)
-    recs = collect(kafka, topic, 2)
-    assert [avro.value(topic, x)["key"] for x in recs] == [{"id": 1}, None]
-    assert recs[1].key is None
-    delete = avro.value(topic, recs[1])
-    assert (delete["op"], delete["old"], delete["new"], delete["tenant"]) == \
-        ("delete", None, None, None)
+    recs = collect(kafka, topic, 1)
+    assert [avro.value(topic, x)["key"] for x in recs] == [{"id": 1}]
+    keyless = f"{r.prefix}.keyless"
+    recs = collect(kafka, keyless, 1)
+    assert recs[0].key == f"public.{nothing}".encode()
+    delete = avro.value(keyless, recs[0])
+    assert (delete["op"], delete["key"], delete["old"], delete["new"], delete["tenant"]) == \
+        ("delete", None, None, None, None)
     assert r.stop() == 0
 
 
@@ -525,14 +528,20 @@ def test_truncate_and_keyless_table(conn, kafka, registry, avro, make_relay):
     flags = {"avro_tr_a": {"cascade": True, "restart_identity": False},
              "avro_tr_b": {"cascade": True, "restart_identity": False},
              "avro_tr_log": {"cascade": False, "restart_identity": True}}
+    # a truncate has no key: the keyed tables' compacted topics would refuse it, so theirs go to
+    # topic.keyless, keyed by the table's name; the keyless table's topic is not compacted
+    keyless = {x.key.decode(): x for x in collect(kafka, f"{r.prefix}.keyless", 2)}
+    assert sorted(keyless) == ["public.avro_tr_a", "public.avro_tr_b"]
     for t, truncate in flags.items():
-        topic = r.topic_of(t)
-        recs = collect(kafka, topic, 2)
+        topic, keyed = r.topic_of(t), t != "avro_tr_log"
+        recs = collect(kafka, topic, 1 if keyed else 2)
+        if keyed:
+            recs.append(keyless[f"public.{t}"])
         assert len(recs) == 2
         insert, trunc = (avro.value(topic, x) for x in recs)
         assert insert["op"] == "insert" and insert["new"] is not None
         assert_envelope(trunc, recs[1], "truncate", f"public.{t}")
-        assert recs[1].key is None
+        assert recs[1].key == (f"public.{t}".encode() if keyed else None)
         assert trunc["truncate"] == truncate
         assert (trunc["tenant"], trunc["old"], trunc["new"], trunc["unchanged_toast"]) == \
             (None, None, None, [])
