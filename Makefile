@@ -47,6 +47,7 @@ bench: deps all
 	bench/decode/run.sh
 	bench/e2e/run.sh
 	bench/storm/run.sh
+	bench/snapshot/run.sh
 
 clean:
 	$(MAKE) -C decoder clean
