@@ -41,7 +41,8 @@ typedef struct plan {
     bool done;
     int64_t rows;     /* rows sent and acknowledged */
     int64_t estimate; /* pg_class.reltuples */
-    char **after;     /* keyed tables: the last acknowledged chunk's last key, as text */
+    char **after;       /* keyed tables: the last chunk read's last key: the next query's bound */
+    char **saved_after; /* the last acknowledged chunk's last key (the state file's) */
 } plan;
 
 struct bw_snapshot {
@@ -65,6 +66,8 @@ static int64_t now_us(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+static void copy_keys(uint16_t nkeys, char ***dst, char *const *src);
 
 /* ---- the state file ---- */
 
@@ -103,10 +106,10 @@ static json_t *state_json(const bw_snapshot *s)
         const plan *p = &s->plans[i];
         json_t *t = json_pack("{s:s, s:s, s:b, s:I}", "schema", p->rel.schema, "table",
                               p->rel.table, "done", p->done, "rows", (json_int_t) p->rows);
-        if (p->after) {
+        if (p->saved_after) {
             json_t *after = json_array();
             for (uint16_t k = 0; k < p->rel.nkeys; k++)
-                json_array_append_new(after, json_string(p->after[k]));
+                json_array_append_new(after, json_string(p->saved_after[k]));
             json_object_set_new(t, "after", after);
         }
         json_array_append_new(tables, t);
@@ -171,10 +174,13 @@ static void plan_free(plan *p)
         free(p->key_names[k]);
         if (p->after)
             free(p->after[k]);
+        if (p->saved_after)
+            free(p->saved_after[k]);
     }
     free(p->key_types);
     free(p->key_names);
     free(p->after);
+    free(p->saved_after);
     free(p->from);
     free(p->select);
 }
@@ -389,6 +395,7 @@ static int plan_table(bw_snapshot *s, PGresult *res, int first, int end, plan *p
                 const char *v = json_string_value(json_array_get(after, k));
                 p->after[k] = bw_xstrdup(v ? v : "");
             }
+            copy_keys(p->rel.nkeys, &p->saved_after, p->after);
         } else
             p->rows = 0; /* keyless (or its key changed): read again from the start */
     }
@@ -564,10 +571,13 @@ static int64_t publish_chunk(bw_snapshot *s, plan *p, PGresult *res, bw_txn_entr
     return sent;
 }
 
-/* Waits, serving delivery reports, until Kafka acknowledged every message. 0, 1 stopped, -1. */
-static int wait_acked(bw_snapshot *s, char *err, size_t errlen)
+/*
+ * Waits, serving delivery reports, until at most max_open chunks await Kafka's acknowledgements.
+ * 0, 1 stopped, -1.
+ */
+static int wait_acked(bw_snapshot *s, size_t max_open, char *err, size_t errlen)
 {
-    while (bw_lsntrack_pending_messages(s->router->track) > 0) {
+    while (bw_lsntrack_open_entries(s->router->track) > max_open) {
         bw_producer_poll(s->router->producer, 20);
         const char *failure = bw_producer_failure(s->router->producer);
         if (failure) {
@@ -605,14 +615,30 @@ static void remember_last_key(plan *p, PGresult *res)
     }
 }
 
+/* dst (nkeys strings, allocated on first use) = src */
+static void copy_keys(uint16_t nkeys, char ***dst, char *const *src)
+{
+    if (*dst == NULL)
+        *dst = bw_xcalloc(nkeys, sizeof(char *));
+    for (uint16_t k = 0; k < nkeys; k++) {
+        free((*dst)[k]);
+        (*dst)[k] = bw_xstrdup(src[k]);
+    }
+}
+
 /*
- * Reads one table to its end, a chunk at a time: publish chunk k, ask for chunk k+1, wait for
- * chunk k's acknowledgements, save the state, take chunk k+1. 0, 1 stopped, -1.
+ * Reads one table to its end, a chunk at a time, two chunks in flight: publish chunk k, ask
+ * PostgreSQL for chunk k+1, wait until Kafka has acknowledged chunk k-1 (the tracker confirms
+ * its entries in order, so one open entry means every earlier chunk is acknowledged), save
+ * chunk k-1 as done, take chunk k+1. A restart re-sends at most the two chunks in flight.
+ * 0, 1 stopped, -1. On failure the caller closes the connection with the query in it.
  */
 static int read_table(bw_snapshot *s, plan *p, char *err, size_t errlen)
 {
     int rc = 0;
     bool keyless = p->rel.nkeys == 0;
+    int64_t prev_sent = -1; /* chunk k-1's rows, while it awaits its acknowledgements */
+    char **prev_after = NULL;
     bw_buf q;
     bw_buf_init(&q);
     if (keyless) {
@@ -631,39 +657,51 @@ static int read_table(bw_snapshot *s, plan *p, char *err, size_t errlen)
         return -1;
     for (;;) {
         PGresult *res = chunk_result(s, p, err, errlen);
-        if (res == NULL)
-            return -1;
+        if (res == NULL) {
+            rc = -1;
+            break;
+        }
         int n = PQntuples(res);
         bw_txn_entry *e = bw_lsntrack_begin(s->router->track, 0);
         int64_t sent = publish_chunk(s, p, res, e, err, errlen);
         bw_lsntrack_commit(s->router->track, e);
-        if (sent < 0) {
-            PQclear(res);
-            return -1;
-        }
         bool last = n < s->cfg->snapshot_chunk_rows;
-        if (!keyless && n > 0)
+        if (sent >= 0 && !keyless && n > 0)
             remember_last_key(p, res);
         PQclear(res);
-        if (!last && send_chunk_query(s, p, err, errlen) < 0)
-            return -1;
-        if ((rc = wait_acked(s, err, errlen)) != 0) {
-            if (!last) /* the next chunk's rows are not wanted: drain them */
-                PQclear(chunk_result(s, p, err, errlen));
-            return rc;
+        if (sent < 0 || (!last && send_chunk_query(s, p, err, errlen) < 0)) {
+            rc = -1;
+            break;
         }
-        p->rows += sent;
-        s->total += sent;
-        p->done = last;
-        if (state_save(s, err, errlen) < 0) {
-            if (!last)
-                PQclear(chunk_result(s, p, err, errlen));
-            return -1;
+        if ((rc = wait_acked(s, last ? 0 : 1, err, errlen)) != 0)
+            break;
+        if (prev_sent >= 0) { /* chunk k-1 is acknowledged */
+            p->rows += prev_sent;
+            s->total += prev_sent;
+            if (prev_after)
+                copy_keys(p->rel.nkeys, &p->saved_after, prev_after);
         }
+        prev_sent = sent;
+        if (!keyless && n > 0)
+            copy_keys(p->rel.nkeys, &prev_after, p->after);
+        if (last) { /* and so is chunk k */
+            p->rows += sent;
+            s->total += sent;
+            p->done = true;
+        }
+        if ((rc = state_save(s, err, errlen)) < 0)
+            break;
         progress(s, false);
         if (last)
             break;
     }
+    if (prev_after) {
+        for (uint16_t k = 0; k < p->rel.nkeys; k++)
+            free(prev_after[k]);
+        free(prev_after);
+    }
+    if (rc != 0)
+        return rc;
     if (keyless && exec_ok(s->conn, "CLOSE bw_snapshot_rows", "closing a cursor", err, errlen) < 0)
         return -1;
     bw_info("snapshot: %s.%s: done, %" PRId64 " rows", p->rel.schema, p->rel.table, p->rows);
