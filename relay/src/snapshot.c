@@ -1,12 +1,8 @@
 /*
- * snapshot.c — the initial snapshot (see snapshot.h): plans the selected tables from the catalog
- * in one query, reads each in key order, a chunk per query, publishes the rows through the router
- * and saves progress in the state file once Kafka acknowledged a chunk. The next chunk's query
- * runs in PostgreSQL while the relay waits for those acknowledgements.
- *
- * Values are read in binary: the columns the decoder writes in PostgreSQL's send format are
- * fetched in it, the others cast to text under the decoder's pinned output settings, so a row
- * read here becomes the same bytes in Kafka as the same row inserted and streamed.
+ * snapshot.c — the initial snapshot (see snapshot.h): the selected tables (tableread.h), each
+ * read in key order a chunk per query, the rows published through the router, progress saved in
+ * the state file once Kafka acknowledged a chunk. The next chunk's query runs in PostgreSQL while
+ * the relay waits for those acknowledgements.
  */
 #include "snapshot.h"
 
@@ -26,22 +22,13 @@
 #include "buf.h"
 #include "log.h"
 #include "selection.h"
+#include "tableread.h"
 
-/* a quoted PostgreSQL name: at most 63 bytes, each quote doubled, two more quotes */
-#define NAMEDATALEN_QUOTED 130
-
-/* One table to read: its relation as the decoder would describe it, and how far it got. */
+/* One table to read, and how far it got. */
 typedef struct plan {
-    bw_relation rel;
-    char *from;       /* ONLY "schema"."table" */
-    char *select;     /* the select list: columns, then tenant, then key columns as text */
-    char **key_types; /* per key column, its type as format_type spells it (parameter casts) */
-    char **key_names; /* per key column, quoted */
-    bool has_tenant;  /* the table has its tenant column (else per missing_tenant) */
+    bw_table *t;
     bool done;
-    int64_t rows;     /* rows sent and acknowledged */
-    int64_t estimate; /* pg_class.reltuples */
-    char **after;       /* keyed tables: the last chunk read's last key: the next query's bound */
+    int64_t rows;       /* rows sent and acknowledged */
     char **saved_after; /* the last acknowledged chunk's last key (the state file's) */
 } plan;
 
@@ -53,6 +40,8 @@ struct bw_snapshot {
     char *state_path;
     json_t *saved; /* the state file's content when a snapshot was left unfinished */
     PGconn *conn;
+    bw_table *tables;
+    size_t ntables;
     plan *plans;
     size_t nplans;
     bw_xact x; /* the position and time the rows are stamped with */
@@ -66,8 +55,6 @@ static int64_t now_us(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
-
-static void copy_keys(uint16_t nkeys, char ***dst, char *const *src);
 
 /* ---- the state file ---- */
 
@@ -104,11 +91,12 @@ static json_t *state_json(const bw_snapshot *s)
     json_t *tables = json_array();
     for (size_t i = 0; i < s->nplans; i++) {
         const plan *p = &s->plans[i];
-        json_t *t = json_pack("{s:s, s:s, s:b, s:I}", "schema", p->rel.schema, "table",
-                              p->rel.table, "done", p->done, "rows", (json_int_t) p->rows);
+        const bw_relation *rel = &p->t->rel;
+        json_t *t = json_pack("{s:s, s:s, s:b, s:I}", "schema", rel->schema, "table", rel->table,
+                              "done", p->done, "rows", (json_int_t) p->rows);
         if (p->saved_after) {
             json_t *after = json_array();
-            for (uint16_t k = 0; k < p->rel.nkeys; k++)
+            for (uint16_t k = 0; k < rel->nkeys; k++)
                 json_array_append_new(after, json_string(p->saved_after[k]));
             json_object_set_new(t, "after", after);
         }
@@ -160,128 +148,16 @@ static int state_save(bw_snapshot *s, char *err, size_t errlen)
 
 /* ---- planning ---- */
 
-static void plan_free(plan *p)
-{
-    for (uint16_t i = 0; i < p->rel.ncolumns; i++)
-        free(p->rel.columns[i].name);
-    free(p->rel.columns);
-    free(p->rel.keys);
-    free(p->rel.schema);
-    free(p->rel.table);
-    free(p->rel.tenant_column);
-    for (uint16_t k = 0; k < p->rel.nkeys; k++) {
-        free(p->key_types[k]);
-        free(p->key_names[k]);
-        if (p->after)
-            free(p->after[k]);
-        if (p->saved_after)
-            free(p->saved_after[k]);
-    }
-    free(p->key_types);
-    free(p->key_names);
-    free(p->after);
-    free(p->saved_after);
-    free(p->from);
-    free(p->select);
-}
-
 static void plans_free(bw_snapshot *s)
 {
-    for (size_t i = 0; i < s->nplans; i++) {
-        bw_route_relation_free(s->router, &s->plans[i].rel);
-        plan_free(&s->plans[i]);
-    }
+    for (size_t i = 0; i < s->nplans; i++)
+        bw_keys_free(s->plans[i].t->rel.nkeys, s->plans[i].saved_after);
     free(s->plans);
     s->plans = NULL;
     s->nplans = 0;
-}
-
-/* The decoder writes these in PostgreSQL's send format ('b'), everything else as text. */
-static bool binary_kind(uint32_t oid)
-{
-    switch (oid) {
-    case BW_OID_BOOL:
-    case BW_OID_INT2:
-    case BW_OID_INT4:
-    case BW_OID_INT8:
-    case BW_OID_OID:
-    case BW_OID_FLOAT4:
-    case BW_OID_FLOAT8:
-    case BW_OID_NUMERIC:
-    case BW_OID_DATE:
-    case BW_OID_TIME:
-    case BW_OID_TIMETZ:
-    case BW_OID_TIMESTAMP:
-    case BW_OID_TIMESTAMPTZ:
-    case BW_OID_INTERVAL:
-    case BW_OID_UUID:
-    case BW_OID_BYTEA:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/*
- * How a text-format value is selected so that its bytes are the decoder's: text-like types in
- * binary (their send format is their stored text, bpchar's padding included); any other type
- * through its output function, which format('%s') calls (a cast to text may differ from it:
- * char(n) drops its padding, inet shows its netmask). format() turns NULL into '', hence the CASE.
- */
-static void put_text_expr(bw_buf *b, uint32_t oid, const char *q)
-{
-    switch (oid) {
-    case BW_OID_TEXT:
-    case BW_OID_VARCHAR:
-    case BW_OID_BPCHAR:
-    case BW_OID_NAME:
-    case BW_OID_JSON:
-        bw_buf_puts(b, q);
-        break;
-    default:
-        bw_buf_printf(b, "CASE WHEN %s IS NULL THEN NULL ELSE format('%%s', %s) END", q, q);
-    }
-}
-
-/*
- * Every column of every ordinary, permanent user table, with its base type (domains unwrapped as
- * the decoder does) and whether it is a key column: the replica identity index's, else the
- * primary key's. One row per column, tables in name order.
- */
-static const char CATALOG_QUERY[] =
-    "WITH RECURSIVE rels AS ("
-    " SELECT c.oid, n.nspname, c.relname, c.relreplident, greatest(c.reltuples, 0)::int8 AS est,"
-    "  coalesce((SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident"
-    "            AND c.relreplident = 'i' LIMIT 1),"
-    "           (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))"
-    "   AS keyidx"
-    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE c.relkind = 'r' AND c.relpersistence = 'p'"
-    "  AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])"
-    "  AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'),"
-    " base AS ("
-    " SELECT a.attrelid, a.attnum, a.atttypid AS typ, a.atttypmod AS dmod"
-    " FROM pg_attribute a JOIN rels r ON r.oid = a.attrelid"
-    " WHERE a.attnum > 0 AND NOT a.attisdropped"
-    " UNION ALL"
-    " SELECT b.attrelid, b.attnum, t.typbasetype, t.typtypmod"
-    " FROM base b JOIN pg_type t ON t.oid = b.typ WHERE t.typtype = 'd')"
-    " SELECT r.oid, r.nspname, r.relname, r.relreplident, a.attname, b.typ,"
-    "  CASE WHEN a.atttypmod >= 0 THEN a.atttypmod ELSE b.dmod END,"
-    "  format_type(a.atttypid, a.atttypmod),"
-    "  a.attnum = ANY (coalesce((SELECT (i.indkey::int2[])[0:i.indnkeyatts - 1]"
-    "   FROM pg_index i WHERE i.indexrelid = r.keyidx), '{}')), r.est"
-    " FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped"
-    " JOIN base b ON b.attrelid = a.attrelid AND b.attnum = a.attnum"
-    " JOIN pg_type bt ON bt.oid = b.typ AND bt.typtype <> 'd'"
-    " ORDER BY r.nspname, r.relname, a.attnum";
-
-static char *quote_ident(PGconn *conn, const char *name)
-{
-    char *q = PQescapeIdentifier(conn, name, strlen(name));
-    char *out = bw_xstrdup(q ? q : "\"?\"");
-    PQfreemem(q);
-    return out;
+    bw_tables_free(s->router, s->tables, s->ntables);
+    s->tables = NULL;
+    s->ntables = 0;
 }
 
 /* The state file's progress for schema.table, when resuming; NULL when it has none. */
@@ -301,266 +177,63 @@ static json_t *saved_table(const bw_snapshot *s, const char *schema, const char 
 }
 
 /*
- * Builds one plan from rows [first, end) of the catalog result (one table). Returns 1 when the
- * table is read, 0 when it is left out (missing tenant column and missing_tenant=drop; a resumed
- * snapshot that did not have it), -1 with err set.
+ * The tables to read, with the progress a resumed snapshot saved. A state saved before the tables
+ * were planned (tables []) resumes nothing: every table is read.
  */
-static int plan_table(bw_snapshot *s, PGresult *res, int first, int end, plan *p, char *err,
-                      size_t errlen)
-{
-    const char *schema = PQgetvalue(res, first, 1), *table = PQgetvalue(res, first, 2);
-    const char *tenant = bw_selection_tenant_column(s->sel, schema, table);
-    json_t *saved = NULL;
-
-    /* a state saved before the tables were planned (tables []) resumes nothing: plan them all */
-    if (s->saved && json_array_size(json_object_get(s->saved, "tables")) > 0 &&
-        (saved = saved_table(s, schema, table)) == NULL)
-        return 0; /* created after the snapshot began: the stream has all its rows */
-    memset(p, 0, sizeof(*p));
-    p->rel.relid = (uint32_t) strtoul(PQgetvalue(res, first, 0), NULL, 10);
-    p->rel.generation = 1;
-    p->rel.schema = bw_xstrdup(schema);
-    p->rel.table = bw_xstrdup(table);
-    p->rel.replident = PQgetvalue(res, first, 3)[0];
-    p->rel.columns = bw_xcalloc((size_t) (end - first), sizeof(bw_column));
-    p->rel.keys = bw_xcalloc((size_t) (end - first), sizeof(uint16_t));
-    p->key_types = bw_xcalloc((size_t) (end - first), sizeof(char *));
-    p->key_names = bw_xcalloc((size_t) (end - first), sizeof(char *));
-    p->estimate = strtoll(PQgetvalue(res, first, 9), NULL, 10);
-    char *qs = quote_ident(s->conn, schema), *qt = quote_ident(s->conn, table);
-    bw_buf b;
-    bw_buf_init(&b);
-    bw_buf_printf(&b, "ONLY %s.%s AS bw_t", qs, qt); /* bw_t.key: not the ::text outputs */
-    p->from = bw_xstrdup(b.data);
-    free(qs);
-    free(qt);
-
-    bw_buf_reset(&b);
-    char *tenant_q = NULL;
-    for (int row = first; row < end; row++) {
-        const char *name = PQgetvalue(res, row, 4);
-        bool is_key = PQgetvalue(res, row, 8)[0] == 't';
-        bool is_tenant = strcmp(name, tenant) == 0;
-        char *q = quote_ident(s->conn, name);
-        if (is_tenant) {
-            bw_buf t;
-            bw_buf_init(&t);
-            put_text_expr(&t, (uint32_t) strtoul(PQgetvalue(res, row, 5), NULL, 10), q);
-            tenant_q = bw_xstrdup(t.data);
-            bw_buf_free(&t);
-        }
-        if (!is_key && bw_selection_column_excluded(s->sel, schema, table, name)) {
-            free(q);
-            continue;
-        }
-        bw_column *c = &p->rel.columns[p->rel.ncolumns];
-        c->name = bw_xstrdup(name);
-        c->type_oid = (uint32_t) strtoul(PQgetvalue(res, row, 5), NULL, 10);
-        c->typmod = (int32_t) strtol(PQgetvalue(res, row, 6), NULL, 10);
-        c->format = binary_kind(c->type_oid) ? 'b' : 't';
-        c->flags = (uint8_t) ((is_key ? BW_COL_KEY : 0) | (is_tenant ? BW_COL_TENANT : 0));
-        if (b.len)
-            bw_buf_puts(&b, ", ");
-        if (c->format == 't')
-            put_text_expr(&b, c->type_oid, q);
-        else
-            bw_buf_puts(&b, q);
-        if (is_key) {
-            p->key_types[p->rel.nkeys] = bw_xstrdup(PQgetvalue(res, row, 7));
-            char qualified[NAMEDATALEN_QUOTED + 8];
-            snprintf(qualified, sizeof(qualified), "bw_t.%s", q);
-            p->key_names[p->rel.nkeys] = bw_xstrdup(qualified);
-            p->rel.keys[p->rel.nkeys++] = p->rel.ncolumns;
-        }
-        p->rel.ncolumns++;
-        free(q);
-    }
-    p->has_tenant = tenant_q != NULL;
-    p->rel.tenant_column = bw_xstrdup(p->has_tenant ? tenant : "");
-    bw_buf_printf(&b, ", %s", p->has_tenant ? tenant_q : "NULL::text");
-    /* keys by their output functions: the next chunk's bound goes back through their input */
-    for (uint16_t k = 0; k < p->rel.nkeys; k++)
-        bw_buf_printf(&b, ", format('%%s', %s)", p->key_names[k]);
-    p->select = bw_xstrdup(b.data);
-    bw_buf_free(&b);
-    free(tenant_q);
-
-    if (saved) {
-        p->done = json_is_true(json_object_get(saved, "done"));
-        p->rows = (int64_t) json_integer_value(json_object_get(saved, "rows"));
-        json_t *after = json_object_get(saved, "after");
-        if (json_is_array(after) && json_array_size(after) == p->rel.nkeys && p->rel.nkeys > 0) {
-            p->after = bw_xcalloc(p->rel.nkeys, sizeof(char *));
-            for (uint16_t k = 0; k < p->rel.nkeys; k++) {
-                const char *v = json_string_value(json_array_get(after, k));
-                p->after[k] = bw_xstrdup(v ? v : "");
-            }
-            copy_keys(p->rel.nkeys, &p->saved_after, p->after);
-        } else
-            p->rows = 0; /* keyless (or its key changed): read again from the start */
-    }
-
-    if (!p->has_tenant) {
-        switch (bw_selection_missing_tenant(s->sel)) {
-        case BW_MISSING_ERROR:
-            snprintf(err, errlen,
-                     "snapshot: table \"%s.%s\" has no tenant column \"%s\" and "
-                     "decoder.missing_tenant is error: name its tenant column in "
-                     "decoder.tenant_columns, leave it out with decoder.exclude_tables, or set "
-                     "decoder.missing_tenant to pass or drop",
-                     schema, table, tenant);
-            plan_free(p);
-            return -1;
-        case BW_MISSING_DROP:
-            bw_warn("snapshot: table \"%s.%s\" has no tenant column \"%s\": its rows are left out "
-                    "(decoder.missing_tenant=drop)",
-                    schema, table, tenant);
-            plan_free(p);
-            return 0;
-        case BW_MISSING_PASS:
-            bw_warn("snapshot: table \"%s.%s\" has no tenant column \"%s\": its rows are sent "
-                    "without a tenant",
-                    schema, table, tenant);
-            break;
-        }
-    }
-    return 1;
-}
-
 static int plan_all(bw_snapshot *s, char *err, size_t errlen)
 {
-    PGresult *res = PQexecParams(s->conn, CATALOG_QUERY, 0, NULL, NULL, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(err, errlen, "snapshot: could not list the tables: %s", PQresultErrorMessage(res));
-        PQclear(res);
+    if (bw_tables_plan(s->conn, s->sel, NULL, NULL, "snapshot", &s->tables, &s->ntables, err,
+                       errlen) < 0)
         return -1;
-    }
-    int n = PQntuples(res);
-    s->plans = bw_xcalloc((size_t) n + 1, sizeof(plan));
-    for (int first = 0, end; first < n; first = end) {
-        for (end = first + 1;
-             end < n && strcmp(PQgetvalue(res, end, 0), PQgetvalue(res, first, 0)) == 0;)
-            end++;
-        if (!bw_selection_table(s->sel, PQgetvalue(res, first, 1), PQgetvalue(res, first, 2)))
-            continue;
-        int rc = plan_table(s, res, first, end, &s->plans[s->nplans], err, errlen);
-        if (rc < 0) {
-            PQclear(res);
-            return -1;
-        }
-        s->nplans += (size_t) rc;
-    }
-    PQclear(res);
+    s->plans = bw_xcalloc(s->ntables + 1, sizeof(plan));
+    bool resuming = s->saved && json_array_size(json_object_get(s->saved, "tables")) > 0;
     int64_t estimate = 0;
-    for (size_t i = 0; i < s->nplans; i++)
-        if (!s->plans[i].done)
-            estimate +=
-                s->plans[i].estimate > s->plans[i].rows ? s->plans[i].estimate : s->plans[i].rows;
+    for (size_t i = 0; i < s->ntables; i++) {
+        bw_table *t = &s->tables[i];
+        json_t *saved = resuming ? saved_table(s, t->rel.schema, t->rel.table) : NULL;
+        if (resuming && saved == NULL)
+            continue; /* created after the snapshot began: the stream has all its rows */
+        plan *p = &s->plans[s->nplans++];
+        p->t = t;
+        if (saved) {
+            p->done = json_is_true(json_object_get(saved, "done"));
+            p->rows = (int64_t) json_integer_value(json_object_get(saved, "rows"));
+            json_t *after = json_object_get(saved, "after");
+            if (json_is_array(after) && json_array_size(after) == t->rel.nkeys &&
+                t->rel.nkeys > 0) {
+                t->after = bw_xcalloc(t->rel.nkeys, sizeof(char *));
+                for (uint16_t k = 0; k < t->rel.nkeys; k++) {
+                    const char *v = json_string_value(json_array_get(after, k));
+                    t->after[k] = bw_xstrdup(v ? v : "");
+                }
+                bw_keys_copy(t->rel.nkeys, &p->saved_after, t->after);
+            } else if (!p->done)
+                p->rows = 0; /* keyless (or its key changed): read again from the start */
+        }
+        if (!p->done)
+            estimate += t->estimate > p->rows ? t->estimate : p->rows;
+    }
     atomic_store(&s->router->metrics->snapshot_rows_estimate, estimate);
     return 0;
 }
 
 /* ---- reading ---- */
 
-static bool failed(PGresult *res, ExecStatusType want, const char *what, char *err, size_t errlen)
-{
-    if (PQresultStatus(res) == want)
-        return false;
-    snprintf(err, errlen, "snapshot: %s: %s", what, PQresultErrorMessage(res));
-    return true;
-}
-
-static int exec_ok(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
-{
-    PGresult *res = PQexec(conn, sql);
-    bool bad = failed(res, PGRES_COMMAND_OK, what, err, errlen);
-    PQclear(res);
-    return bad ? -1 : 0;
-}
-
-/* Sends the query of p's next chunk (keyed: after p->after; keyless: the cursor's next rows). */
-static int send_chunk_query(bw_snapshot *s, const plan *p, char *err, size_t errlen)
-{
-    bw_buf q;
-    bw_buf_init(&q);
-    int ok;
-    if (p->rel.nkeys == 0) {
-        bw_buf_printf(&q, "FETCH FORWARD %" PRId64 " FROM bw_snapshot_rows",
-                      s->cfg->snapshot_chunk_rows);
-        ok = PQsendQueryParams(s->conn, q.data, 0, NULL, NULL, NULL, NULL, 1);
-    } else {
-        bw_buf_printf(&q, "SELECT %s FROM %s", p->select, p->from);
-        if (p->after) {
-            bw_buf_puts(&q, " WHERE (");
-            for (uint16_t k = 0; k < p->rel.nkeys; k++)
-                bw_buf_printf(&q, "%s%s", k ? ", " : "", p->key_names[k]);
-            bw_buf_puts(&q, ") > (");
-            for (uint16_t k = 0; k < p->rel.nkeys; k++)
-                bw_buf_printf(&q, "%s$%u::%s", k ? ", " : "", k + 1, p->key_types[k]);
-            bw_buf_putc(&q, ')');
-        }
-        bw_buf_puts(&q, " ORDER BY ");
-        for (uint16_t k = 0; k < p->rel.nkeys; k++)
-            bw_buf_printf(&q, "%s%s", k ? ", " : "", p->key_names[k]);
-        bw_buf_printf(&q, " LIMIT %" PRId64, s->cfg->snapshot_chunk_rows);
-        ok = PQsendQueryParams(s->conn, q.data, p->after ? p->rel.nkeys : 0, NULL,
-                               (const char *const *) p->after, NULL, NULL, 1);
-    }
-    if (!ok)
-        snprintf(err, errlen, "snapshot: could not query %s: %s", p->from, PQerrorMessage(s->conn));
-    bw_buf_free(&q);
-    return ok ? 0 : -1;
-}
-
-static PGresult *chunk_result(bw_snapshot *s, const plan *p, char *err, size_t errlen)
-{
-    PGresult *res = PQgetResult(s->conn);
-    for (PGresult *extra; (extra = PQgetResult(s->conn)) != NULL;)
-        PQclear(extra);
-    if (res == NULL || failed(res, PGRES_TUPLES_OK, p->from, err, errlen)) {
-        if (res == NULL)
-            snprintf(err, errlen, "snapshot: reading %s: %s", p->from, PQerrorMessage(s->conn));
-        PQclear(res);
-        return NULL;
-    }
-    return res;
-}
-
 /* Publishes a chunk's rows on one tracker entry. Returns rows sent, or -1. */
-static int64_t publish_chunk(bw_snapshot *s, plan *p, PGresult *res, bw_txn_entry *e, char *err,
+static int64_t publish_chunk(bw_snapshot *s, bw_table *t, PGresult *res, bw_txn_entry *e, char *err,
                              size_t errlen)
 {
     int n = PQntuples(res);
-    uint16_t nc = p->rel.ncolumns;
-    bw_value *vals = bw_xcalloc(nc ? nc : 1, sizeof(bw_value));
+    bw_value *vals = bw_xcalloc(t->rel.ncolumns ? t->rel.ncolumns : 1, sizeof(bw_value));
     int64_t sent = 0;
     for (int row = 0; row < n; row++) {
-        for (uint16_t i = 0; i < nc; i++) {
-            if (PQgetisnull(res, row, i))
-                vals[i] = (bw_value){'n', NULL, 0};
-            else
-                vals[i] =
-                    (bw_value){p->rel.columns[i].format, (const uint8_t *) PQgetvalue(res, row, i),
-                               (uint32_t) PQgetlength(res, row, i)};
-        }
-        bw_change c = {.rel = &p->rel, .old_kind = 'X', .nnew = nc, .new_ = vals};
-        if (PQgetisnull(res, row, nc)) {
-            c.tenant = (bw_value){'n', NULL, 0};
-            if (p->has_tenant && bw_selection_missing_tenant(s->sel) == BW_MISSING_DROP)
-                continue;
-            if (p->has_tenant && bw_selection_missing_tenant(s->sel) == BW_MISSING_ERROR) {
-                snprintf(err, errlen,
-                         "snapshot: a row of table \"%s.%s\" has no tenant (NULL in column "
-                         "\"%s\") and decoder.missing_tenant is error",
-                         p->rel.schema, p->rel.table, p->rel.tenant_column);
-                free(vals);
-                return -1;
-            }
-        } else
-            c.tenant = (bw_value){'t', (const uint8_t *) PQgetvalue(res, row, nc),
-                                  (uint32_t) PQgetlength(res, row, nc)};
-        if (bw_route_read(s->router, &c, &s->x, e) != 0) {
-            snprintf(err, errlen, "snapshot: %s", s->router->err);
+        bw_change c;
+        char why[512];
+        int rc = bw_table_row(t, s->sel, res, row, vals, &c, why, sizeof(why));
+        if (rc == 0)
+            continue;
+        if (rc < 0 || bw_route_read(s->router, &c, &s->x, e) != 0) {
+            snprintf(err, errlen, "snapshot: %s", rc < 0 ? why : s->router->err);
             free(vals);
             return -1;
         }
@@ -602,30 +275,6 @@ static void progress(bw_snapshot *s, bool force)
             est > s->total ? est : s->total, secs > 0 ? (double) s->total / secs : 0.0);
 }
 
-/* The last row's key columns (after the tenant in the select list), as the next chunk's bound. */
-static void remember_last_key(plan *p, PGresult *res)
-{
-    int last = PQntuples(res) - 1, base = p->rel.ncolumns + 1;
-    if (p->after == NULL)
-        p->after = bw_xcalloc(p->rel.nkeys, sizeof(char *));
-    for (uint16_t k = 0; k < p->rel.nkeys; k++) {
-        free(p->after[k]);
-        p->after[k] =
-            bw_xstrndup(PQgetvalue(res, last, base + k), (size_t) PQgetlength(res, last, base + k));
-    }
-}
-
-/* dst (nkeys strings, allocated on first use) = src */
-static void copy_keys(uint16_t nkeys, char ***dst, char *const *src)
-{
-    if (*dst == NULL)
-        *dst = bw_xcalloc(nkeys, sizeof(char *));
-    for (uint16_t k = 0; k < nkeys; k++) {
-        free((*dst)[k]);
-        (*dst)[k] = bw_xstrdup(src[k]);
-    }
-}
-
 /*
  * Reads one table to its end, a chunk at a time, two chunks in flight: publish chunk k, ask
  * PostgreSQL for chunk k+1, wait until Kafka has acknowledged chunk k-1 (the tracker confirms
@@ -635,41 +284,54 @@ static void copy_keys(uint16_t nkeys, char ***dst, char *const *src)
  */
 static int read_table(bw_snapshot *s, plan *p, char *err, size_t errlen)
 {
+    bw_table *t = p->t;
     int rc = 0;
-    bool keyless = p->rel.nkeys == 0;
+    bool keyless = t->rel.nkeys == 0;
     int64_t prev_sent = -1; /* chunk k-1's rows, while it awaits its acknowledgements */
     char **prev_after = NULL;
-    bw_buf q;
-    bw_buf_init(&q);
+    char why[768];
+    int64_t limit = s->cfg->snapshot_chunk_rows;
     if (keyless) {
+        bw_buf q;
+        bw_buf_init(&q);
         p->rows = 0;
         bw_buf_printf(&q, "DECLARE bw_snapshot_rows NO SCROLL CURSOR FOR SELECT %s FROM %s",
-                      p->select, p->from);
-        rc = exec_ok(s->conn, q.data, "declaring a cursor", err, errlen);
+                      t->select, t->from);
+        rc = bw_pg_command(s->conn, q.data, "snapshot", "declaring a cursor", err, errlen);
         bw_buf_free(&q);
         if (rc < 0)
             return -1;
     }
-    if (p->after)
-        bw_info("snapshot: %s.%s: resuming after %" PRId64 " rows", p->rel.schema, p->rel.table,
+    if (t->after)
+        bw_info("snapshot: %s.%s: resuming after %" PRId64 " rows", t->rel.schema, t->rel.table,
                 p->rows);
-    if (send_chunk_query(s, p, err, errlen) < 0)
+    if (bw_table_send_query(s->conn, t, "bw_snapshot_rows", NULL, NULL, limit, why, sizeof(why)) <
+        0) {
+        snprintf(err, errlen, "snapshot: %s", why);
         return -1;
+    }
     for (;;) {
-        PGresult *res = chunk_result(s, p, err, errlen);
+        PGresult *res = bw_table_result(s->conn, t, why, sizeof(why));
         if (res == NULL) {
+            snprintf(err, errlen, "snapshot: %s", why);
             rc = -1;
             break;
         }
         int n = PQntuples(res);
         bw_txn_entry *e = bw_lsntrack_begin(s->router->track, 0);
-        int64_t sent = publish_chunk(s, p, res, e, err, errlen);
+        int64_t sent = publish_chunk(s, t, res, e, err, errlen);
         bw_lsntrack_commit(s->router->track, e);
-        bool last = n < s->cfg->snapshot_chunk_rows;
+        bool last = n < limit;
         if (sent >= 0 && !keyless && n > 0)
-            remember_last_key(p, res);
+            bw_table_last_key(t, res);
         PQclear(res);
-        if (sent < 0 || (!last && send_chunk_query(s, p, err, errlen) < 0)) {
+        if (sent < 0) {
+            rc = -1;
+            break;
+        }
+        if (!last && bw_table_send_query(s->conn, t, "bw_snapshot_rows", NULL, NULL, limit, why,
+                                         sizeof(why)) < 0) {
+            snprintf(err, errlen, "snapshot: %s", why);
             rc = -1;
             break;
         }
@@ -679,11 +341,11 @@ static int read_table(bw_snapshot *s, plan *p, char *err, size_t errlen)
             p->rows += prev_sent;
             s->total += prev_sent;
             if (prev_after)
-                copy_keys(p->rel.nkeys, &p->saved_after, prev_after);
+                bw_keys_copy(t->rel.nkeys, &p->saved_after, prev_after);
         }
         prev_sent = sent;
         if (!keyless && n > 0)
-            copy_keys(p->rel.nkeys, &prev_after, p->after);
+            bw_keys_copy(t->rel.nkeys, &prev_after, t->after);
         if (last) { /* and so is chunk k */
             p->rows += sent;
             s->total += sent;
@@ -695,16 +357,13 @@ static int read_table(bw_snapshot *s, plan *p, char *err, size_t errlen)
         if (last)
             break;
     }
-    if (prev_after) {
-        for (uint16_t k = 0; k < p->rel.nkeys; k++)
-            free(prev_after[k]);
-        free(prev_after);
-    }
+    bw_keys_free(t->rel.nkeys, prev_after);
     if (rc != 0)
         return rc;
-    if (keyless && exec_ok(s->conn, "CLOSE bw_snapshot_rows", "closing a cursor", err, errlen) < 0)
+    if (keyless && bw_pg_command(s->conn, "CLOSE bw_snapshot_rows", "snapshot", "closing a cursor",
+                                 err, errlen) < 0)
         return -1;
-    bw_info("snapshot: %s.%s: done, %" PRId64 " rows", p->rel.schema, p->rel.table, p->rows);
+    bw_info("snapshot: %s.%s: done, %" PRId64 " rows", t->rel.schema, t->rel.table, p->rows);
     return 0;
 }
 
@@ -729,12 +388,12 @@ static int open_transaction(bw_snapshot *s, const char *exported, char *err, siz
                  PQerrorMessage(s->conn));
         return -1;
     }
-    if (exec_ok(s->conn,
-                "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC';"
-                " SET extra_float_digits = 1; SET bytea_output = 'hex';"
-                " SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0;"
-                " BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                "starting the snapshot transaction", err, errlen) < 0)
+    if (bw_pg_command(s->conn, bw_table_session_settings, "snapshot", "pinning output settings",
+                      err, errlen) < 0 ||
+        bw_pg_command(s->conn,
+                      "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0;"
+                      " BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                      "snapshot", "starting the snapshot transaction", err, errlen) < 0)
         return -1;
     if (exported) {
         char *lit = PQescapeLiteral(s->conn, exported, strlen(exported));
@@ -742,14 +401,17 @@ static int open_transaction(bw_snapshot *s, const char *exported, char *err, siz
         bw_buf_init(&q);
         bw_buf_printf(&q, "SET TRANSACTION SNAPSHOT %s", lit ? lit : "''");
         PQfreemem(lit);
-        int rc = exec_ok(s->conn, q.data, "importing the slot's snapshot", err, errlen);
+        int rc = bw_pg_command(s->conn, q.data, "snapshot", "importing the slot's snapshot", err,
+                               errlen);
         bw_buf_free(&q);
         if (rc < 0)
             return -1;
     }
     PGresult *res = PQexec(s->conn, "SELECT pg_current_wal_lsn()::text, "
                                     "(extract(epoch FROM transaction_timestamp()) * 1e6)::int8");
-    if (failed(res, PGRES_TUPLES_OK, "reading the snapshot's position", err, errlen)) {
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "snapshot: reading the snapshot's position: %s",
+                 PQresultErrorMessage(res));
         PQclear(res);
         return -1;
     }
@@ -797,7 +459,8 @@ static int run(bw_snapshot *s, const char *exported, uint64_t lsn, char *err, si
             goto out;
         rc = -1;
     }
-    if (exec_ok(s->conn, "COMMIT", "ending the snapshot transaction", err, errlen) < 0)
+    if (bw_pg_command(s->conn, "COMMIT", "snapshot", "ending the snapshot transaction", err,
+                      errlen) < 0)
         goto out;
     if (unlink(s->state_path) != 0 && errno != ENOENT) {
         snprintf(err, errlen, "snapshot: cannot remove the state file %s: %s", s->state_path,
