@@ -120,6 +120,9 @@ static const key_def keys[] = {
     {.name = "snapshot.chunk_rows", .type = T_INT, .offset = FIELD(snapshot_chunk_rows),
      .def = "10000", .min = 1, .max = 10000000,
      .help = "rows per snapshot chunk (read in key order); progress is saved after each chunk Kafka acknowledged, and a restart resumes after it"},
+    {.name = "backfill.chunk_rows", .type = T_INT, .offset = FIELD(backfill_chunk_rows),
+     .def = "2000", .min = 1, .max = 1000000,
+     .help = "rows per backfill chunk, read between two watermarks; streaming waits at most for one chunk's read"},
     {.name = "topic.prefix", .type = T_STRING, .offset = FIELD(topic_prefix),
      .def = "breakwater", .check = check_topic_prefix,
      .help = "the {prefix} of topic.template"},
@@ -1345,6 +1348,9 @@ void bw_config_print_help(void)
         "breakwater) into Kafka.\n"
         "\n"
         "Usage: breakwater-relay [-c PATH] [--KEY=VALUE ...] [--check-config]\n"
+        "       breakwater-relay [-c PATH] backfill --table=SCHEMA.TABLE [--tenant=T] "
+        "[--where=SQL]\n"
+        "       breakwater-relay [-c PATH] backfill --status\n"
         "       breakwater-relay --help | --version\n"
         "\n"
         "  -c, --config=PATH   read settings from PATH, an INI file (\"[pg]\" then "

@@ -39,6 +39,8 @@ typedef struct bw_config {
     /* [snapshot] */
     char *snapshot_mode; /* snapshot.mode: initial, never, initial-only */
     int64_t snapshot_chunk_rows;
+    /* [backfill] */
+    int64_t backfill_chunk_rows;
     /* [topic] */
     char *topic_prefix;       /* topic.prefix */
     char *topic_template;     /* topic.template: {prefix} {schema} {table} {tenant} */

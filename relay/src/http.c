@@ -28,6 +28,7 @@ struct bw_http {
     struct MHD_Daemon *daemon;
     const bw_metrics *metrics;
     char *slot;
+    char *backfills; /* the backfills' state file, served at /backfills; NULL: none */
     int port;
 };
 
@@ -149,7 +150,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         bw_buf_putc(&body, '\n');
         return respond(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text, &body);
     }
-    bw_buf_puts(&body, "not found: try /metrics or /healthz\n");
+    if (strcmp(url, "/backfills") == 0 && h->backfills) {
+        /* the file the main loop replaces atomically: read whole, never half-written */
+        FILE *f = fopen(h->backfills, "r");
+        char chunk[4096];
+        size_t n;
+        if (f == NULL)
+            bw_buf_puts(&body, "{\"version\":1,\"jobs\":[]}\n");
+        while (f && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+            bw_buf_append(&body, chunk, n);
+        if (f)
+            fclose(f);
+        return respond(conn, MHD_HTTP_OK, "application/json", &body);
+    }
+    bw_buf_puts(&body, "not found: try /metrics, /healthz or /backfills\n");
     return respond(conn, MHD_HTTP_NOT_FOUND, text, &body);
 }
 
@@ -165,8 +179,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     bw_buf_free(&msg);
 }
 
-bw_http *bw_http_start(const char *addr, const bw_metrics *m, const char *slot, char *err,
-                       size_t errlen)
+bw_http *bw_http_start(const char *addr, const bw_metrics *m, const char *slot,
+                       const char *backfills, char *err, size_t errlen)
 {
     struct sockaddr_storage sa;
     socklen_t salen;
@@ -203,6 +217,7 @@ bw_http *bw_http_start(const char *addr, const bw_metrics *m, const char *slot, 
     h = bw_xcalloc(1, sizeof(*h));
     h->metrics = m;
     h->slot = bw_xstrdup(slot ? slot : "");
+    h->backfills = backfills ? bw_xstrdup(backfills) : NULL;
     h->port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &sa)->sin6_port
                                              : ((struct sockaddr_in *) &sa)->sin_port);
     h->daemon = MHD_start_daemon(
@@ -221,6 +236,7 @@ fail:
         close(fd);
     if (h != NULL) {
         free(h->slot);
+        free(h->backfills);
         free(h);
     }
     return NULL;
@@ -237,5 +253,6 @@ void bw_http_stop(bw_http *h)
         return;
     MHD_stop_daemon(h->daemon); /* joins the thread and closes the listening socket */
     free(h->slot);
+    free(h->backfills);
     free(h);
 }

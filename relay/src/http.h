@@ -1,7 +1,8 @@
 /*
  * http.h — the operations endpoint (libmicrohttpd, its own thread): GET /metrics (Prometheus
- * text) and GET /healthz (200 "ok" when PostgreSQL is connected and Kafka healthy, else 503 with
- * the reason).
+ * text), GET /healthz (200 "ok" when PostgreSQL is connected and Kafka healthy, else 503 with
+ * the reason) and GET /backfills (the backfills' state file, JSON; `breakwater-relay backfill
+ * --status` reads it).
  */
 #ifndef BW_HTTP_H
 #define BW_HTTP_H
@@ -16,10 +17,11 @@ typedef struct bw_http bw_http;
 /*
  * listen is "host:port" ("127.0.0.1:9187", "[::1]:9187"); only that address is bound. Port 0
  * picks a free port (see bw_http_port). Returns NULL with err set when it cannot listen.
- * Requests other than GET/HEAD get 405, paths other than /metrics and /healthz 404.
+ * Requests other than GET/HEAD get 405, other paths 404. backfills: the file served at
+ * /backfills (NULL: that path is 404 too).
  */
-bw_http *bw_http_start(const char *listen, const bw_metrics *m, const char *slot, char *err,
-                       size_t errlen);
+bw_http *bw_http_start(const char *listen, const bw_metrics *m, const char *slot,
+                       const char *backfills, char *err, size_t errlen);
 /* The port actually bound (differs from the configured one only when that was 0). */
 int bw_http_port(const bw_http *h);
 /* Stops the thread and closes the socket; NULL is a no-op. */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backfill.h"
 #include "buf.h"
 #include "config.h"
 #include "http.h"
@@ -28,6 +29,7 @@
 #include "registry.h"
 #include "route.h"
 #include "snapshot.h"
+#include "statefile.h"
 
 /* Set by signal handlers, acted on by the loop (the only other globals: see log.h). */
 static volatile sig_atomic_t stop_signals = 0;
@@ -85,6 +87,8 @@ typedef struct relay {
     bw_parser *parser;
     bw_registry *registry; /* value.format avro */
     bw_snapshot *snapshot; /* snapshot.mode initial or initial-only */
+    bw_backfills *backfills;
+    char *message_prefixes; /* decoder.message_prefixes and the relay's own */
     /*
      * While a streamed transaction is replayed, chunks read are queued (in memory, up to
      * relay.max_inflight_bytes) and routed after it, in order; the peek parser reads them at
@@ -100,8 +104,8 @@ typedef struct relay {
     int64_t next_stats_ms;
     int64_t next_probe_ms; /* Kafka reachability, while marked down */
     int64_t next_wal_ms;   /* reading the server's WAL position */
-    const char *opt_names[BW_DECODER_MAX_OPTIONS + 1];
-    const char *opt_values[BW_DECODER_MAX_OPTIONS + 1];
+    const char *opt_names[BW_DECODER_MAX_OPTIONS + 2];
+    const char *opt_values[BW_DECODER_MAX_OPTIONS + 2];
     size_t nopts;
     int argc; /* for SIGHUP's reload from the same sources */
     char **argv;
@@ -322,6 +326,8 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
                 log_stats(r);
             r->next_stats_ms = now + r->cfg.stats_interval_ms;
         }
+        if (bw_backfills_step(r->backfills, err, errlen) < 0)
+            return BW_PG_FATAL;
         if ((st = drain_stream(r, err, errlen)) != BW_PG_OK)
             return st;
         if ((st = work(r, err, errlen)) != BW_PG_OK)
@@ -407,10 +413,13 @@ int main(int argc, char **argv, char **envp)
     int status = 0;
     bool waiting_logged = false;
     bw_http *http = NULL;
+    char *bf_path = NULL;
     bool ever_connected = false;
     int64_t backoff = 100;
 
     memset(&r, 0, sizeof(r));
+    if (bw_backfill_command(argc, argv))
+        return bw_backfill_cli(argc, argv, envp);
     bw_buf_init(&cfgerr);
     if (bw_config_load(&r.cfg, argc, argv, envp, &action, &cfgerr) != 0) {
         fprintf(stderr, "breakwater-relay: %s\n", cfgerr.data);
@@ -447,8 +456,10 @@ int main(int argc, char **argv, char **envp)
         status = 2;
         goto out;
     }
+    bf_path = bw_state_path(r.cfg.state_dir, r.cfg.slot_name, "backfills");
     if (r.cfg.http_listen[0] != '\0') {
-        http = bw_http_start(r.cfg.http_listen, &r.metrics, r.cfg.slot_name, err, sizeof(err));
+        http = bw_http_start(r.cfg.http_listen, &r.metrics, r.cfg.slot_name, bf_path, err,
+                             sizeof(err));
         if (http == NULL) {
             bw_error("%s", err);
             status = 2;
@@ -477,7 +488,30 @@ int main(int argc, char **argv, char **envp)
         r.router.signals =
             bw_signals_new(r.track, r.cfg.signals_interval_ms,
                            (size_t) r.cfg.signals_max_sample_keys, r.cfg.signals_storm_rate);
+    r.backfills = bw_backfills_new(&r.cfg, &r.router, err, sizeof(err));
+    if (r.backfills == NULL) {
+        bw_error("%s", err);
+        status = 2;
+        goto out;
+    }
+    bw_backfills_attach(r.backfills, &r.router);
     r.nopts = bw_config_decoder_options(&r.cfg, r.opt_names, r.opt_values, BW_DECODER_MAX_OPTIONS);
+    /* the relay's own messages (backfill requests, watermarks) come through the slot too */
+    size_t mp = 0;
+    while (mp < r.nopts && strcmp(r.opt_names[mp], "message-prefixes") != 0)
+        mp++;
+    r.message_prefixes = bw_xstrdup(BW_RESERVED_PREFIX "*");
+    if (mp < r.nopts) {
+        bw_buf both;
+        bw_buf_init(&both);
+        bw_buf_printf(&both, "%s,%s", r.opt_values[mp], r.message_prefixes);
+        free(r.message_prefixes);
+        r.message_prefixes = both.data;
+    }
+    r.opt_names[mp] = "message-prefixes";
+    r.opt_values[mp] = r.message_prefixes;
+    if (mp == r.nopts)
+        r.nopts++;
     /* the plugin refuses at START_REPLICATION a protocol it does not speak */
     r.opt_names[r.nopts] = "protocol-version";
     r.opt_values[r.nopts++] = "1";
@@ -558,6 +592,7 @@ int main(int argc, char **argv, char **envp)
             atomic_fetch_add(&r.metrics.pg_reconnects, 1);
         }
         bw_router_abandon(&r.router);
+        bw_backfills_reset(r.backfills);
         queue_clear(&r);
         bw_pgstream_close(r.pg);
         /* wait, serving delivery reports, until the backoff passes or a stop is asked */
@@ -581,6 +616,9 @@ out:
     bw_topics_free(r.router.topics);
     bw_registry_free(r.registry);
     bw_snapshot_free(r.snapshot); /* before the router: it releases its relations' state there */
+    bw_backfills_free(r.backfills);
+    free(r.message_prefixes);
+    free(bf_path);
     bw_router_free(&r.router);
     if (http)
         bw_http_stop(http);

@@ -37,6 +37,9 @@ void bw_metrics_init(bw_metrics *m)
     atomic_init(&m->snapshot_rows, 0);
     atomic_init(&m->snapshot_rows_estimate, 0);
     atomic_init(&m->snapshot_running, 0);
+    atomic_init(&m->backfill_rows, 0);
+    atomic_init(&m->backfills_running, 0);
+    atomic_init(&m->backfill_rows_estimate, 0);
     atomic_init(&m->kafka_queue_depth, 0);
     atomic_init(&m->inflight_bytes, 0);
     atomic_init(&m->confirmed_lsn, 0);
@@ -52,8 +55,9 @@ void bw_metrics_init(bw_metrics *m)
 typedef struct snapshot {
     uint64_t changes_in, transactions_in, messages_produced, messages_delivered, bytes_delivered;
     uint64_t delivery_errors, pg_reconnects, stream_bytes_in, streamed_transactions;
-    uint64_t snapshot_rows;
+    uint64_t snapshot_rows, backfill_rows;
     int64_t kafka_queue_depth, inflight_bytes, spool_bytes, snapshot_rows_estimate;
+    int64_t backfills_running, backfill_rows_estimate;
     int snapshot_running;
     uint64_t confirmed_lsn, server_wal_end;
     uint64_t lag_bytes;
@@ -80,6 +84,9 @@ static void take(const bw_metrics *cm, snapshot *s)
     s->snapshot_rows = LOAD(m->snapshot_rows);
     s->snapshot_rows_estimate = LOAD(m->snapshot_rows_estimate);
     s->snapshot_running = LOAD(m->snapshot_running) ? 1 : 0;
+    s->backfill_rows = LOAD(m->backfill_rows);
+    s->backfills_running = LOAD(m->backfills_running);
+    s->backfill_rows_estimate = LOAD(m->backfill_rows_estimate);
     s->kafka_queue_depth = LOAD(m->kafka_queue_depth);
     s->inflight_bytes = LOAD(m->inflight_bytes);
     s->confirmed_lsn = LOAD(m->confirmed_lsn);
@@ -157,6 +164,12 @@ static const metric metrics[] = {
       "Rows the running snapshot is expected to read in all (from the planner's statistics); 0 when none runs."),
     M("breakwater_snapshot_running", "gauge", INT, snapshot_running,
       "1 while a snapshot runs (before streaming starts)."),
+    M("breakwater_backfill_rows_total", "counter", U64, backfill_rows,
+      "Rows backfills read and handed to Kafka (op read)."),
+    M("breakwater_backfills_running", "gauge", I64, backfills_running,
+      "Backfills queued or running."),
+    M("breakwater_backfill_rows_estimate", "gauge", I64, backfill_rows_estimate,
+      "Rows the queued and running backfills are expected to send in all (the planner's estimate)."),
     M("breakwater_messages_produced_total", "counter", U64, messages_produced,
       "Messages handed to librdkafka."),
     M("breakwater_messages_delivered_total", "counter", U64, messages_delivered,

@@ -26,6 +26,9 @@ typedef struct bw_metrics {
     atomic_uint_fast64_t snapshot_rows;         /* rows a snapshot read and handed to Kafka */
     atomic_int_fast64_t snapshot_rows_estimate; /* the running snapshot's total, estimated */
     atomic_int snapshot_running;                /* 0/1 */
+    atomic_uint_fast64_t backfill_rows;         /* rows backfills handed to Kafka */
+    atomic_int_fast64_t backfills_running;      /* queued or running */
+    atomic_int_fast64_t backfill_rows_estimate; /* their rows in all, estimated */
     atomic_int_fast64_t kafka_queue_depth;      /* rd_kafka_outq_len */
     atomic_int_fast64_t inflight_bytes;         /* produced, not yet acknowledged */
     atomic_uint_fast64_t confirmed_lsn;         /* last flush position sent to PostgreSQL */

@@ -366,6 +366,8 @@ static int route_change(bw_router *r, const bw_record *rec)
                    send_tombstone(r, r->topic.data, keyrc == 0 ? r->key.data : NULL, r->key.len,
                                   hs.h, hs.n, r->entry))))
         return -1;
+    if (r->hooks.seen && !read)
+        r->hooks.seen(r->hooks.arg, c);
     if (r->signals && c->tenant.kind == 't' && !r->peeked && !read) {
         /* sample keys are JSON in signals, whatever the row format */
         const bw_buf *sample = &r->key;
@@ -427,6 +429,8 @@ static int route_truncate(bw_router *r, const bw_record *rec)
         const bw_relation *rel = t->rels[i];
         header_set hs;
 
+        if (r->hooks.truncated)
+            r->hooks.truncated(r->hooks.arg, rel->relid);
         bw_topic_name(&r->topic, r->cfg->topic_template, r->cfg->topic_prefix, rel, NULL, 0);
         bool compacted = ensure_topic(r, rel);
         headers_for(&hs, BW_REC_TRUNCATE, &r->xact, rel, NULL);
@@ -517,12 +521,28 @@ static int send_event(bw_router *r, const bw_message *m, const char *tenant, bw_
                             r->value.len, hs.h, hs.n, e, r->err, sizeof(r->err));
 }
 
+static bool reserved(const bw_message *m)
+{
+    size_t n = sizeof(BW_RESERVED_PREFIX) - 1;
+    return m->prefix_len >= n && memcmp(m->prefix, BW_RESERVED_PREFIX, n) == 0;
+}
+
 static int route_message(bw_router *r, const bw_record *rec)
 {
     const bw_message *m = &rec->u.message;
     bw_txn_entry *e = r->entry;
     header_set hs;
     int rc = 0;
+
+    if (reserved(m)) { /* the relay's own (backfills): never published */
+        if (!m->transactional)
+            e = take_entry(r, m->lsn);
+        if (r->hooks.control)
+            rc = r->hooks.control(r->hooks.arg, m, e, r->err, sizeof(r->err));
+        if (!m->transactional)
+            bw_lsntrack_commit(r->track, e);
+        return rc;
+    }
     char *tenant = r->signals ? event_tenant(m) : NULL;
 
     if (!m->transactional) /* outside any transaction: an entry of its own */
@@ -640,8 +660,9 @@ int bw_route_peek(void *router, const bw_record *rec)
         bw_txn_entry *e = r->peek_entry;
         if (!m->transactional)
             keep_entry(r, e = bw_lsntrack_begin(r->track, m->lsn));
-        char *tenant =
-            r->signals && !(m->transactional && r->in_block) && e ? event_tenant(m) : NULL;
+        char *tenant = r->signals && !(m->transactional && r->in_block) && e && !reserved(m)
+                           ? event_tenant(m)
+                           : NULL;
         int rc = tenant ? send_event(r, m, tenant, e) : 0;
         free(tenant);
         return rc == 0 ? 0 : BW_ROUTE_FAILED;
@@ -694,6 +715,8 @@ static int route_record(bw_router *r, const bw_record *rec)
         }
         atomic_fetch_add(&r->metrics->transactions_in, 1);
         atomic_store(&r->metrics->last_commit_time_us, rec->u.xact.commit_time);
+        if (r->hooks.committed)
+            r->hooks.committed(r->hooks.arg, rec->u.xact.xid);
         bw_lsntrack_commit(r->track, r->entry);
         r->entry = NULL;
         return 0;

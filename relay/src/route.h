@@ -18,6 +18,21 @@
 #include "spool.h"
 #include "topics.h"
 
+/*
+ * What backfills (backfill.c) need to see of the stream; NULL members are skipped. Messages whose
+ * prefix starts with "breakwater." are the relay's own: handed to control, never published.
+ */
+typedef struct bw_route_hooks {
+    void *arg;
+    /* e: the message's tracker entry (its transaction's, or its own) */
+    int (*control)(void *arg, const bw_message *m, bw_txn_entry *e, char *err, size_t errlen);
+    void (*seen)(void *arg, const bw_change *c); /* a streamed change, once routed */
+    void (*truncated)(void *arg, uint32_t relid);
+    void (*committed)(void *arg, uint32_t xid);
+} bw_route_hooks;
+
+#define BW_RESERVED_PREFIX "breakwater."
+
 typedef struct bw_router {
     const bw_config *cfg;
     bw_producer *producer;
@@ -29,6 +44,7 @@ typedef struct bw_router {
     bw_topics *topics;       /* creates and checks topics on their first use; NULL: none */
     bw_spools *spools;       /* streamed transactions; NULL when decoder.streaming is off */
     bw_replay *job;          /* a streamed transaction being sent, a step per loop turn */
+    bw_route_hooks hooks;
     /*
      * Read ahead while a replay runs (bw_route_peek): the tracker entries of transactions read
      * but not routed yet, in stream order, taken when they are routed; and the state of the

@@ -66,13 +66,13 @@ static int split(const char *option, const char *value, char sep, bool unquote, 
         if (*p == '\0' || (!inquote && sep != '\0' && *p == sep)) {
             if (inquote) {
                 snprintf(err, errlen,
-                         "decoder option %s: unterminated quote in \"%s\": close every double "
+                         "unterminated quote in option \"%s\": \"%s\": close every double "
                          "quote; write \"\" for a quote inside a quoted name",
                          option, value);
                 goto fail;
             }
             if (!seen || (unquote && keep == 0)) {
-                snprintf(err, errlen, "decoder option %s: empty item in \"%s\"", option, value);
+                snprintf(err, errlen, "empty item in option \"%s\": \"%s\"", option, value);
                 goto fail;
             }
             push(out, bw_xstrndup(cur.data, keep));
@@ -122,9 +122,9 @@ static int parse_pattern(const char *option, const char *item, int nparts, patte
         return -1;
     if ((int) parts.n != nparts) {
         snprintf(err, errlen,
-                 "decoder option %s: pattern \"%s\" has %zu dot-separated parts, not %d (write "
-                 "%s)",
-                 option, item, parts.n, nparts,
+                 "invalid pattern \"%s\" in option \"%s\": a pattern needs exactly %d "
+                 "dot-separated parts, this one has %zu (write %s)",
+                 item, option, nparts, parts.n,
                  nparts == 3 ? "schema.table.column" : "schema.table");
         free_strings(&parts);
         return -1;
@@ -170,9 +170,9 @@ static int parse_rules(const char *option, const char *value, list *out, char *e
             break;
         if (sides.n != 2) {
             snprintf(err, errlen,
-                     "decoder option %s: rule \"%s\" needs one '=' between the table pattern "
-                     "and the column name",
-                     option, (char *) items.items[i]);
+                     "invalid rule \"%s\" in option \"%s\": a rule needs one '=' between the "
+                     "table pattern and the column name",
+                     (char *) items.items[i], option);
             rc = -1;
         }
         rule *r = bw_xcalloc(1, sizeof(*r));
@@ -203,8 +203,8 @@ bw_selection *bw_selection_new(const bw_config *cfg, char *err, size_t errlen)
             goto fail;
         if (names.n != 1) {
             snprintf(err, errlen,
-                     "decoder option tenant-column: give one column name, not \"%s\" (per-table "
-                     "columns go in decoder.tenant_columns)",
+                     "invalid value \"%s\" for option \"tenant-column\": give one column name; "
+                     "use decoder.tenant_columns for per-table columns",
                      cfg->decoder_tenant_column);
             free_strings(&names);
             goto fail;

@@ -22,6 +22,7 @@
 #include "buf.h"
 #include "log.h"
 #include "selection.h"
+#include "statefile.h"
 #include "tableread.h"
 
 /* One table to read, and how far it got. */
@@ -60,25 +61,16 @@ static int64_t now_us(void)
 
 static int state_load(bw_snapshot *s, char *err, size_t errlen)
 {
-    json_error_t je;
-    FILE *f = fopen(s->state_path, "r");
-    if (f == NULL) {
-        if (errno == ENOENT)
-            return 0;
-        snprintf(err, errlen, "cannot read the snapshot state file %s: %s", s->state_path,
-                 strerror(errno));
+    if (bw_state_read(s->state_path, &s->saved, err, errlen) < 0)
         return -1;
-    }
-    s->saved = json_loadf(f, 0, &je);
-    fclose(f);
     json_t *v = s->saved ? json_object_get(s->saved, "version") : NULL;
-    if (s->saved == NULL || !json_is_integer(v) || json_integer_value(v) != 1 ||
-        !json_is_array(json_object_get(s->saved, "tables"))) {
+    if (s->saved && (!json_is_integer(v) || json_integer_value(v) != 1 ||
+                     !json_is_array(json_object_get(s->saved, "tables")))) {
         snprintf(err, errlen,
-                 "snapshot state file %s is not one the relay wrote (%s): move it away to start "
+                 "snapshot state file %s is not one the relay wrote: move it away to start "
                  "without it (the slot's stream is not affected; a table's rows can be sent again "
-                 "with a new slot)",
-                 s->state_path, s->saved ? "unexpected content" : je.text);
+                 "with snapshot.mode=initial-only)",
+                 s->state_path);
         json_decref(s->saved);
         s->saved = NULL;
         return -1;
@@ -107,43 +99,12 @@ static json_t *state_json(const bw_snapshot *s)
                      bw_lsn_str(s->x.commit_lsn, lsn), "tables", tables);
 }
 
-/* Written to a temporary file, synced, renamed over the old one: a crash leaves one or the other.
- */
 static int state_save(bw_snapshot *s, char *err, size_t errlen)
 {
-    bw_buf tmp;
-    bw_buf_init(&tmp);
-    bw_buf_printf(&tmp, "%s.tmp", s->state_path);
     json_t *doc = state_json(s);
-    char *text = json_dumps(doc, JSON_INDENT(1));
+    int rc = bw_state_write(s->cfg->state_dir, s->state_path, doc, err, errlen);
     json_decref(doc);
-    int fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    size_t len = strlen(text);
-    bool ok = fd >= 0 && write(fd, text, len) == (ssize_t) len && fsync(fd) == 0;
-    int saved_errno = errno;
-    if (fd >= 0)
-        close(fd);
-    ok = ok && rename(tmp.data, s->state_path) == 0;
-    if (!ok) {
-        snprintf(err, errlen,
-                 "cannot write the snapshot state file %s: %s (relay.state_dir must be a writable "
-                 "directory)",
-                 s->state_path, strerror(fd < 0 ? saved_errno : errno));
-        unlink(tmp.data);
-    } else {
-        char *slash = strrchr(tmp.data, '/');
-        if (slash) {
-            *slash = '\0';
-            int dfd = open(tmp.data, O_RDONLY | O_DIRECTORY);
-            if (dfd >= 0) {
-                fsync(dfd);
-                close(dfd);
-            }
-        }
-    }
-    free(text);
-    bw_buf_free(&tmp);
-    return ok ? 0 : -1;
+    return rc;
 }
 
 /* ---- planning ---- */
@@ -492,11 +453,7 @@ bw_snapshot *bw_snapshot_new(const bw_config *cfg, bw_router *router, volatile s
     s->cfg = cfg;
     s->router = router;
     s->stop = stop;
-    bw_buf path;
-    bw_buf_init(&path);
-    bw_buf_printf(&path, "%s/%s.snapshot.json", cfg->state_dir, cfg->slot_name);
-    s->state_path = bw_xstrdup(path.data);
-    bw_buf_free(&path);
+    s->state_path = bw_state_path(cfg->state_dir, cfg->slot_name, "snapshot");
     if ((s->sel = bw_selection_new(cfg, err, errlen)) == NULL || state_load(s, err, errlen) < 0) {
         bw_snapshot_free(s);
         return NULL;
@@ -520,11 +477,6 @@ void bw_snapshot_free(bw_snapshot *s)
 int bw_snapshot_creating(void *arg, char *err, size_t errlen)
 {
     bw_snapshot *s = arg;
-    if (mkdir(s->cfg->state_dir, 0755) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create relay.state_dir %s: %s", s->cfg->state_dir,
-                 strerror(errno));
-        return -1;
-    }
     json_decref(s->saved); /* a state left from a slot that is gone */
     s->saved = NULL;
     return state_save(s, err, errlen);

@@ -26,6 +26,9 @@ static const char *const documented[] = {
     "breakwater_snapshot_rows_total",
     "breakwater_snapshot_rows_estimate",
     "breakwater_snapshot_running",
+    "breakwater_backfill_rows_total",
+    "breakwater_backfills_running",
+    "breakwater_backfill_rows_estimate",
     "breakwater_messages_produced_total",
     "breakwater_messages_delivered_total",
     "breakwater_bytes_delivered_total",
@@ -237,7 +240,7 @@ TEST(http_serves_metrics_and_health)
 
     bw_metrics_init(&m);
     bw_buf_init(&resp);
-    bw_http *h = bw_http_start("127.0.0.1:0", &m, "s1", err, sizeof(err));
+    bw_http *h = bw_http_start("127.0.0.1:0", &m, "s1", NULL, err, sizeof(err));
     if (h == NULL)
         unit_fail(__FILE__, __LINE__, "bw_http_start: %s", err);
     int port = bw_http_port(h);
@@ -264,12 +267,12 @@ TEST(http_serves_metrics_and_health)
     /* the port is taken: the system's reason */
     char taken[64];
     snprintf(taken, sizeof(taken), "127.0.0.1:%d", port);
-    ASSERT_NULL(bw_http_start(taken, &m, "s1", err, sizeof(err)));
+    ASSERT_NULL(bw_http_start(taken, &m, "s1", NULL, err, sizeof(err)));
     ASSERT_STR_CONTAINS(err, "cannot bind: Address already in use");
 
     bw_http_stop(h);
     /* stopped: the socket is closed and the address free again */
-    h = bw_http_start(taken, &m, "s1", err, sizeof(err));
+    h = bw_http_start(taken, &m, "s1", NULL, err, sizeof(err));
     if (h == NULL)
         unit_fail(__FILE__, __LINE__, "restart on %s: %s", taken, err);
     bw_http_stop(h);
@@ -284,7 +287,7 @@ TEST(http_ipv6_loopback)
     bw_buf resp;
 
     bw_metrics_init(&m);
-    bw_http *h = bw_http_start("[::1]:0", &m, "s1", err, sizeof(err));
+    bw_http *h = bw_http_start("[::1]:0", &m, "s1", NULL, err, sizeof(err));
     if (h == NULL) {
         /* a host without IPv6: nothing to test */
         ASSERT_STR_CONTAINS(err, "cannot");
@@ -302,12 +305,12 @@ TEST(http_bad_listen)
     char err[256];
 
     bw_metrics_init(&m);
-    ASSERT_NULL(bw_http_start("localhost:9187", &m, "s", err, sizeof(err)));
+    ASSERT_NULL(bw_http_start("localhost:9187", &m, "s", NULL, err, sizeof(err)));
     ASSERT_STR_CONTAINS(err, "http.listen \"localhost:9187\": the host must be an IP address");
-    ASSERT_NULL(bw_http_start("127.0.0.1:x", &m, "s", err, sizeof(err)));
+    ASSERT_NULL(bw_http_start("127.0.0.1:x", &m, "s", NULL, err, sizeof(err)));
     ASSERT_STR_CONTAINS(err, "bad port \"x\"");
-    ASSERT_NULL(bw_http_start("[::1:9187", &m, "s", err, sizeof(err)));
+    ASSERT_NULL(bw_http_start("[::1:9187", &m, "s", NULL, err, sizeof(err)));
     ASSERT_STR_CONTAINS(err, "in brackets");
-    ASSERT_NULL(bw_http_start("192.0.2.1:9187", &m, "s", err, sizeof(err)));
+    ASSERT_NULL(bw_http_start("192.0.2.1:9187", &m, "s", NULL, err, sizeof(err)));
     ASSERT_STR_CONTAINS(err, "cannot bind: Cannot assign requested address");
 }

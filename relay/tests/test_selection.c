@@ -87,9 +87,9 @@ TEST(selection_first_tenant_rule_wins)
 
 TEST(selection_errors_name_the_option)
 {
-    expect_error("public", NULL, "tables: pattern \"public\" has 1 dot-separated parts");
-    expect_error("public.a,,public.b", NULL, "tables: empty item");
-    expect_error("\"public.a", NULL, "tables: unterminated quote");
-    expect_error(NULL, "public.a", "tenant-columns: rule \"public.a\" needs one '='");
-    expect_error(NULL, "public.a=b=c", "tenant-columns: rule");
+    expect_error("public", NULL, "invalid pattern \"public\" in option \"tables\"");
+    expect_error("public.a,,public.b", NULL, "empty item in option \"tables\"");
+    expect_error("\"public.a", NULL, "unterminated quote in option \"tables\"");
+    expect_error(NULL, "public.a", "invalid rule \"public.a\" in option \"tenant-columns\"");
+    expect_error(NULL, "public.a=b=c", "invalid rule");
 }
