@@ -62,6 +62,8 @@ message_prefixes = app.*
 prefix = demo
 [relay]
 state_dir = $work/state
+[backfill]
+chunk_rows = 100
 [kafka]
 bootstrap.servers = $BW_KAFKA_BOOTSTRAP
 [http]
@@ -107,13 +109,27 @@ DELETE FROM orders WHERE tenant_id = 'globex';
 SQL
 wait "$view_pid" || true
 
-say "4. What the relay reports (/metrics), and what PostgreSQL has confirmed"
+say "4. A backfill while streaming: acme's orders sent again (say, a socket tier lost its cache)"
+echo "   \$ breakwater-relay backfill --table=public.orders --tenant=acme"
+"$top/relay/breakwater-relay" --config="$work/relay.conf" backfill --table=public.orders \
+  --tenant=acme 2>&1 | sed 's/^/   /'
+for _ in $(seq 100); do
+  "$top/relay/breakwater-relay" --config="$work/relay.conf" backfill --status 2>/dev/null |
+    grep -q '"status": "done"' && break
+  sleep 0.1
+done
+"$top/relay/breakwater-relay" --config="$work/relay.conf" backfill --status 2>&1 |
+  "$top/tests/.venv/bin/python" -c 'import json, sys
+for j in json.load(sys.stdin):
+    print("   backfill %(id)s: %(schema)s.%(table)s, tenant %(tenant)s: %(status)s, %(rows)d row(s) sent again as op read" % j)'
+
+say "5. What the relay reports (/metrics), and what PostgreSQL has confirmed"
 curl -s "http://127.0.0.1:$http_port/metrics" | grep -E '^breakwater_(changes_in_total|messages_delivered_total|delivery_errors_total|lag_bytes)' | sed 's/^/   /'
 psql -qX -c "SELECT slot_name, confirmed_flush_lsn, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)) AS lag FROM pg_replication_slots"
 echo "   2000 job_heartbeats changes were filtered out inside PostgreSQL: none crossed the wire."
 echo "   The slot was confirmed only up to what Kafka had acknowledged."
 
-say "5. Stopping: the relay flushes Kafka, confirms, and exits 0"
+say "6. Stopping: the relay flushes Kafka, confirms, and exits 0"
 kill -TERM "$relay_pid"
 status=0; wait "$relay_pid" || status=$?
 relay_pid=""

@@ -18,6 +18,7 @@ def test_demo_runs_and_shows_every_event(args):
     assert "11 events in Kafka; per tenant: acme=5, globex=3, initech=3" in out, out[-4000:]
     assert "app event app.invoice" in out and "tenant signals" in out
     assert "[ globex] delete" in out
+    assert "public.orders, tenant acme: done, 1 row(s) sent again as op read" in out, out[-4000:]
     assert "breakwater-relay exited with status 0" in out
     if args:
         # rows read with the registry's schemas: the decimal and the status of a new order
