@@ -22,7 +22,7 @@ run "pytest" tests/.venv/bin/pytest -q -p no:cacheprovider tests
 # that exercises startup, streaming, delivery, reconnection, failure and shutdown paths
 run "relay end to end under ASan+UBSan" env BW_RELAY_SANITIZER=both \
   tests/.venv/bin/pytest -q -p no:cacheprovider tests/relay \
-  -k "arrive or sigterm or postgres_restart or unreachable or rejects or weakening or takes_over or registry or avro_cannot_hold or coalescing_merges_avro or streamed_transaction or spooled or signals_do_not_wait or aborted_streamed or ddl_inside or compacted_topic or kill9_mid_snapshot or filters_apply_to_read or concurrent_changes_win or kill9_mid_backfill"
+  -k "arrive or sigterm or postgres_restart or unreachable or rejects or weakening or takes_over or registry or avro_cannot_hold or coalescing_merges_avro or streamed_transaction or spooled or signals_do_not_wait or aborted_streamed or ddl_inside or compacted_topic or kill9_mid_snapshot or filters_apply_to_read or concurrent_changes_win or kill9_mid_backfill or standby_waits_while or failing_condition or bad_requests_are_refused"
 
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

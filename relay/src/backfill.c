@@ -62,6 +62,7 @@ struct bw_backfills {
     int64_t sent;
     uint64_t ack_lsn; /* the high watermark's position: confirmed past it, the chunk is acked */
     int64_t retry_at_us;
+    bool dirty; /* a job changed outside step: save at the next one */
     int64_t next_progress_us;
     uint32_t recent[RECENT_XIDS]; /* xids of the transactions decoded last */
     size_t nrecent, recent_pos;
@@ -120,8 +121,35 @@ static int save(bw_backfills *b, char *err, size_t errlen)
     return rc;
 }
 
+/*
+ * Finished backfills stay listed (--status) up to KEEP_FINISHED of them, oldest dropped first,
+ * so that the file and the loop's scan of it stay small. Not while a chunk is in progress: cur
+ * indexes the array.
+ */
+#define KEEP_FINISHED 100
+
+static void prune(bw_backfills *b)
+{
+    size_t finished = 0, out = 0;
+    if (b->table != NULL)
+        return;
+    for (size_t i = 0; i < b->njobs; i++)
+        finished += b->jobs[i].status == DONE || b->jobs[i].status == FAILED;
+    for (size_t i = 0; i < b->njobs; i++) {
+        bool old = b->jobs[i].status == DONE || b->jobs[i].status == FAILED;
+        if (old && finished > KEEP_FINISHED) {
+            job_clear(&b->jobs[i]);
+            finished--;
+            continue;
+        }
+        b->jobs[out++] = b->jobs[i];
+    }
+    b->njobs = out;
+}
+
 static job *add_job(bw_backfills *b)
 {
+    prune(b);
     b->jobs = bw_xrealloc(b->jobs, (b->njobs + 1) * sizeof(job));
     job *j = &b->jobs[b->njobs++];
     memset(j, 0, sizeof(*j));
@@ -213,13 +241,44 @@ static int64_t plan_rows(const char *explain)
  * or end the statement. Walks it as PostgreSQL's lexer would (quotes, quoted identifiers, E''
  * strings, dollar quotes) and refuses comments, ';' and unbalanced parentheses. 0, or -1 with why.
  */
+static bool ident_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '$' || (unsigned char) c >= 0x80;
+}
+
 static int check_condition(const char *w, char *why, size_t whylen)
 {
     int depth = 0;
     for (const char *p = w; *p; p++) {
+        if (ident_char(*p) && *p != '$') { /* a word: '$' inside it is part of it (a$b$) */
+            while (ident_char(p[1]))
+                p++;
+            /* E'...' (backslash escapes) is a word "E" right before the quote */
+            if (p[1] == '\'' && (*p == 'E' || *p == 'e') && (p == w || !ident_char(p[-1]))) {
+                p++;
+                for (p++; *p; p++) {
+                    if (*p == '\\' && p[1]) {
+                        p++;
+                        continue;
+                    }
+                    if (*p == '\'' && p[1] == '\'') {
+                        p++;
+                        continue;
+                    }
+                    if (*p == '\'')
+                        break;
+                }
+                if (*p == '\0') {
+                    snprintf(why, whylen, "an unterminated string");
+                    return -1;
+                }
+            }
+            continue;
+        }
         if (*p == '\'' || *p == '"') {
             char q = *p;
-            bool backslash = q == '\'' && p > w && (p[-1] == 'E' || p[-1] == 'e');
+            bool backslash = false;
             for (p++; *p; p++) {
                 if (backslash && *p == '\\' && p[1]) {
                     p++;
@@ -292,7 +351,7 @@ static int validate(PGconn *conn, const bw_selection *sel, const char *schema, c
     }
     PGresult *res =
         PQexecParams(conn,
-                     "SELECT c.relkind FROM pg_class c JOIN pg_namespace n"
+                     "SELECT c.relkind, c.relpersistence FROM pg_class c JOIN pg_namespace n"
                      " ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
                      2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -302,11 +361,27 @@ static int validate(PGconn *conn, const bw_selection *sel, const char *schema, c
         return -1;
     }
     bool exists = PQntuples(res) > 0;
+    char relkind = exists ? PQgetvalue(res, 0, 0)[0] : 'r';
+    char persistence = exists ? PQgetvalue(res, 0, 1)[0] : 'p';
     PQclear(res);
     if (!exists) {
         snprintf(err, errlen,
                  "table %s.%s does not exist (names are matched as PostgreSQL stores them: "
                  "case-sensitive, without quotes)",
+                 schema, table);
+        return -1;
+    }
+    if (relkind == 'p') {
+        snprintf(err, errlen,
+                 "table %s.%s is partitioned: its rows live in its partitions, which stream under "
+                 "their own names; backfill each partition",
+                 schema, table);
+        return -1;
+    }
+    if (relkind != 'r' || persistence != 'p') {
+        snprintf(err, errlen,
+                 "%s.%s is not an ordinary permanent table (a view, a foreign, unlogged or "
+                 "temporary table): it is not decoded, so there is nothing to backfill",
                  schema, table);
         return -1;
     }
@@ -317,7 +392,7 @@ static int validate(PGconn *conn, const bw_selection *sel, const char *schema, c
                  schema, table);
         return -1;
     }
-    if (bw_tables_plan(conn, sel, schema, table, "backfill", t, &n, err, errlen) < 0)
+    if (bw_tables_plan(conn, sel, schema, table, NULL, t, &n, err, errlen) < 0)
         return -1;
     if (n == 0) {
         snprintf(err, errlen,
@@ -343,11 +418,13 @@ static int validate(PGconn *conn, const bw_selection *sel, const char *schema, c
     }
     bw_buf q;
     bw_buf_init(&q);
-    bw_buf_printf(&q, "EXPLAIN (FORMAT JSON) SELECT 1 FROM %s WHERE true", (*t)->from);
+    bw_buf_printf(&q, "EXPLAIN (FORMAT JSON) SELECT 1 FROM (SELECT * FROM %s WHERE true",
+                  (*t)->from);
     if (tenant)
         bw_buf_printf(&q, " AND %s = $1::%s", (*t)->tenant_name, (*t)->tenant_type);
+    bw_buf_puts(&q, ") AS bw_t");
     if (where)
-        bw_buf_printf(&q, " AND (%s)", where);
+        bw_buf_printf(&q, " WHERE (%s)", where);
     res = PQexecParams(conn, q.data, tenant ? 1 : 0, NULL, &tenant, NULL, NULL, 0);
     bw_buf_free(&q);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -425,9 +502,11 @@ static void retry_later(bw_backfills *b, const char *why)
     b->retry_at_us = now_us() + RETRY_US;
 }
 
-static void fail_job(bw_backfills *b, job *j, const char *why)
+/* how: "refused" (a request that cannot run) or "failed" (one that stopped running) */
+static void fail_job(bw_backfills *b, job *j, const char *how, const char *why)
 {
-    bw_error("backfill %s refused: %s", j->id, why);
+    (void) b;
+    bw_error("backfill %s %s: %s", j->id, how, why);
     free(j->error);
     j->error = bw_xstrdup(why);
     j->status = FAILED;
@@ -516,6 +595,15 @@ static void read_chunk(bw_backfills *b)
         (b->chunk = bw_table_result(b->conn, t, why, sizeof(why))) == NULL ||
         bw_pg_command(b->conn, "COMMIT", "backfill", "ending the chunk's transaction", why,
                       sizeof(why)) < 0) {
+        if (PQstatus(b->conn) == CONNECTION_OK) {
+            /* the query itself failed (a condition that divides by zero, a bad cast): it would
+             * fail again, and hold up every backfill behind it */
+            PQclear(PQexec(b->conn, "ROLLBACK"));
+            fail_job(b, j, "failed", why);
+            end_table(b);
+            b->dirty = true;
+            return;
+        }
         retry_later(b, why);
         return;
     }
@@ -536,9 +624,10 @@ static void read_chunk(bw_backfills *b)
         int rc = bw_table_row(t, b->sel, b->chunk, row, vals, &c, why, sizeof(why));
         const char *k = rc > 0 ? key_of(b, &c) : NULL;
         if (rc < 0) {
-            fail_job(b, j, why);
+            fail_job(b, j, "failed", why);
             free(vals);
             end_table(b);
+            b->dirty = true;
             return;
         }
         if (k)
@@ -554,7 +643,8 @@ static void read_chunk(bw_backfills *b)
 }
 
 /* The high watermark: what the stream did not supersede goes out, on the watermark's entry. */
-static int publish_chunk(bw_backfills *b, uint64_t lsn, bw_txn_entry *e, char *err, size_t errlen)
+static int publish_chunk(bw_backfills *b, uint64_t lsn, bw_txn_entry *e, uint64_t confirmed,
+                         char *err, size_t errlen)
 {
     bw_table *t = b->table;
     int n = PQntuples(b->chunk);
@@ -581,9 +671,36 @@ static int publish_chunk(bw_backfills *b, uint64_t lsn, bw_txn_entry *e, char *e
         bw_table_last_key(t, b->chunk);
     atomic_fetch_add(&b->router->metrics->backfill_rows, (uint64_t) b->sent);
     drop_chunk(b);
-    b->ack_lsn = lsn;
+    b->ack_lsn = confirmed; /* the watermark transaction's end: its entry carries the rows */
     b->phase = WAIT_ACK;
     return 0;
+}
+
+/*
+ * What is wrong with a request's shape, or NULL: a JSON object whose members are all known and
+ * strings, with a table. A misspelt "tennant" must not turn into a backfill of every tenant.
+ */
+static const char *request_problem(json_t *req)
+{
+    static const char *const known[] = {"id", "schema", "table", "tenant", "where", NULL};
+    const char *name;
+    json_t *v;
+    if (!json_is_object(req))
+        return "the request is not a JSON object: give {\"table\": \"schema.table\", "
+               "\"tenant\": \"...\", \"where\": \"...\"}";
+    json_object_foreach(req, name, v)
+    {
+        size_t i = 0;
+        while (known[i] && strcmp(known[i], name) != 0)
+            i++;
+        if (known[i] == NULL)
+            return "the request has a member other than id, schema, table, tenant and where";
+        if (!json_is_string(v))
+            return "the request's members must be strings (write a numeric tenant as \"42\")";
+    }
+    if (json_object_get(req, "table") == NULL)
+        return "the request names no table: give {\"table\": \"schema.table\"}";
+    return NULL;
 }
 
 /* A request from the stream: checked, then queued (or recorded as refused). */
@@ -606,13 +723,11 @@ static int take_request(bw_backfills *b, const bw_message *m, char *err, size_t 
         }
     job *j = add_job(b);
     j->id = bw_xstrdup(id);
-    if (req == NULL || request_names(req, &schema, &table) < 0) {
+    const char *bad = request_problem(req);
+    if (bad || request_names(req, &schema, &table) < 0) {
         j->schema = bw_xstrdup("?");
         j->table = bw_xstrdup("?");
-        fail_job(b, j,
-                 req ? "the request names no table: give {\"table\": \"schema.table\"}"
-                     : "the request is not a JSON object: give {\"table\": \"schema.table\", "
-                       "\"tenant\": ..., \"where\": ...}");
+        fail_job(b, j, "refused", bad ? bad : "the request names no table");
         json_decref(req);
         return save(b, err, errlen);
     }
@@ -623,13 +738,15 @@ static int take_request(bw_backfills *b, const bw_message *m, char *err, size_t 
     json_decref(req);
     if (b->conn == NULL &&
         (b->conn = connect_pg(b->cfg->pg_conninfo, "backfill", why, sizeof(why))) == NULL) {
-        fail_job(b, j, why);
+        /* PostgreSQL's trouble, not the request's: it is checked again when it starts */
+        bw_warn("backfill %s: queued unchecked: %s", j->id, why);
+        j->status = QUEUED;
         return save(b, err, errlen);
     }
     bw_table *t;
     if (validate(b->conn, b->sel, j->schema, j->table, j->tenant, j->where, &t, &j->estimate, why,
                  sizeof(why)) < 0)
-        fail_job(b, j, why);
+        fail_job(b, j, "refused", why);
     else {
         bw_tables_free(b->router, t, 1);
         j->status = QUEUED;
@@ -655,7 +772,8 @@ static const char *our_watermark(const bw_backfills *b, const bw_message *m)
     return NULL;
 }
 
-static int on_control(void *arg, const bw_message *m, bw_txn_entry *e, char *err, size_t errlen)
+static int on_control(void *arg, const bw_message *m, bw_txn_entry *e, uint64_t confirmed,
+                      char *err, size_t errlen)
 {
     bw_backfills *b = arg;
     size_t plen = m->prefix_len;
@@ -671,7 +789,7 @@ static int on_control(void *arg, const bw_message *m, bw_txn_entry *e, char *err
         return 0;
     }
     if (strcmp(kind, "high") == 0 && b->phase == WINDOW)
-        return publish_chunk(b, m->lsn, e, err, errlen);
+        return publish_chunk(b, m->lsn, e, confirmed, err, errlen);
     return 0;
 }
 
@@ -747,7 +865,7 @@ static bool start_job(bw_backfills *b)
     int64_t estimate = 0;
     if (validate(b->conn, b->sel, j->schema, j->table, j->tenant, j->where, &t, &estimate, why,
                  sizeof(why)) < 0) {
-        fail_job(b, j, why);
+        fail_job(b, j, "refused", why);
         return false;
     }
     b->table = t;
@@ -799,6 +917,12 @@ int bw_backfills_step(bw_backfills *b, char *err, size_t errlen)
         if (save(b, err, errlen) < 0)
             return -1;
         /* and the next chunk at once: the loop may not turn again before its poll times out */
+    }
+    if (b->dirty) {
+        b->dirty = false;
+        set_running_metrics(b);
+        if (save(b, err, errlen) < 0)
+            return -1;
     }
     if (b->phase != IDLE || now_us() < b->retry_at_us)
         return 0;
@@ -943,7 +1067,7 @@ static void print_status(const char *body)
         json_object_set_new(o, "rate", json_real(secs > 0 ? (double) rows / secs : 0.0));
         json_object_del(o, "after");
     }
-    char *text = json_dumps(jobs ? jobs : json_array(), JSON_INDENT(2));
+    char *text = jobs ? json_dumps(jobs, JSON_INDENT(2)) : NULL;
     printf("%s\n", text ? text : "[]");
     free(text);
     json_decref(doc);

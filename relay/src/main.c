@@ -534,10 +534,10 @@ int main(int argc, char **argv, char **envp)
     if (strcmp(r.cfg.snapshot_mode, "initial-only") == 0) {
         /* no slot, no stream: the tables' rows, then exit once Kafka has them all */
         int rc = bw_snapshot_only(r.snapshot, err, sizeof(err));
-        if (rc < 0) {
+        if (rc < 0)
             bw_error("%s", err);
+        if (rc != 0) /* an error, or stopped before the end: not a finished load */
             status = 1;
-        }
         goto stop;
     }
 

@@ -13,6 +13,12 @@
 typedef struct bw_pgstream bw_pgstream;
 
 /*
+ * The advisory lock a relay holds while it runs its slot's initial snapshot (class, then the
+ * slot name's hashtext & 0x7fffffff); a relay that finds it held waits as a standby.
+ */
+#define BW_SNAPSHOT_LOCK_CLASS "1651990017"
+
+/*
  * What the relay does around the slot before streaming (snapshot.mode=initial). Each returns 0 to
  * go on, 1 when a stop was asked (bw_pgstream_start then returns BW_PG_RETRY, "stopped"), or -1
  * with err set (BW_PG_FATAL). NULL hooks are skipped.

@@ -538,7 +538,8 @@ static int route_message(bw_router *r, const bw_record *rec)
         if (!m->transactional)
             e = take_entry(r, m->lsn);
         if (r->hooks.control)
-            rc = r->hooks.control(r->hooks.arg, m, e, r->err, sizeof(r->err));
+            rc = r->hooks.control(r->hooks.arg, m, e, m->transactional ? r->xact.end_lsn : m->lsn,
+                                  r->err, sizeof(r->err));
         if (!m->transactional)
             bw_lsntrack_commit(r->track, e);
         return rc;

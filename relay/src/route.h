@@ -24,8 +24,12 @@
  */
 typedef struct bw_route_hooks {
     void *arg;
-    /* e: the message's tracker entry (its transaction's, or its own) */
-    int (*control)(void *arg, const bw_message *m, bw_txn_entry *e, char *err, size_t errlen);
+    /*
+     * e: the message's tracker entry (its transaction's, or its own); confirmed: the position
+     * whose confirmation means e is acknowledged (its transaction's end, or the message's).
+     */
+    int (*control)(void *arg, const bw_message *m, bw_txn_entry *e, uint64_t confirmed, char *err,
+                   size_t errlen);
     void (*seen)(void *arg, const bw_change *c); /* a streamed change, once routed */
     void (*truncated)(void *arg, uint32_t relid);
     void (*committed)(void *arg, uint32_t xid);

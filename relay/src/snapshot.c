@@ -21,6 +21,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "pgstream.h"
 #include "selection.h"
 #include "statefile.h"
 #include "tableread.h"
@@ -385,6 +386,57 @@ static int open_transaction(bw_snapshot *s, const char *exported, char *err, siz
     return 0;
 }
 
+/*
+ * While the snapshot runs the slot is not active (the walsender released it after creating it),
+ * so a standby relay would take it and stream rows the snapshot then overwrites. The snapshot's
+ * connection holds an advisory lock (BW_SNAPSHOT_LOCK, the slot's name) that standbys look for
+ * (pgstream.c); it goes with the connection.
+ */
+static int hold_slot(bw_snapshot *s, char *err, size_t errlen)
+{
+    const char *params[1] = {s->cfg->slot_name};
+    PGresult *res = PQexecParams(s->conn,
+                                 "SELECT pg_try_advisory_lock(" BW_SNAPSHOT_LOCK_CLASS
+                                 ", hashtext($1) & 2147483647)",
+                                 1, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQgetvalue(res, 0, 0)[0] != 't') {
+        snprintf(err, errlen, "snapshot: another relay is running the snapshot of slot \"%s\"%s%s",
+                 s->cfg->slot_name, PQresultStatus(res) == PGRES_TUPLES_OK ? "" : ": ",
+                 PQresultStatus(res) == PGRES_TUPLES_OK ? "" : PQresultErrorMessage(res));
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/*
+ * As pg_dump does: an ACCESS SHARE lock on each table left, right after the snapshot was taken,
+ * so that no table rewrite (ALTER TABLE ... TYPE, VACUUM FULL, CLUSTER) can empty a table in the
+ * snapshot's eyes before it is read; such DDL waits for the snapshot's end.
+ */
+static int lock_tables(bw_snapshot *s, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < s->nplans; i++) {
+        if (s->plans[i].done)
+            continue;
+        const bw_relation *rel = &s->plans[i].t->rel;
+        char *qs = PQescapeIdentifier(s->conn, rel->schema, strlen(rel->schema));
+        char *qt = PQescapeIdentifier(s->conn, rel->table, strlen(rel->table));
+        bw_buf q;
+        bw_buf_init(&q);
+        bw_buf_printf(&q, "LOCK TABLE ONLY %s.%s IN ACCESS SHARE MODE", qs ? qs : "?",
+                      qt ? qt : "?");
+        PQfreemem(qs);
+        PQfreemem(qt);
+        int rc = bw_pg_command(s->conn, q.data, "snapshot", "locking a table", err, errlen);
+        bw_buf_free(&q);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The whole snapshot: plan, read every table left, forget the state. 0, 1 stopped, -1. */
 static int run(bw_snapshot *s, const char *exported, uint64_t lsn, char *err, size_t errlen)
 {
@@ -395,7 +447,8 @@ static int run(bw_snapshot *s, const char *exported, uint64_t lsn, char *err, si
     s->next_progress_us = s->started_us + 5000000;
     s->total = 0;
     atomic_store(&s->router->metrics->snapshot_running, 1);
-    if (open_transaction(s, exported, err, errlen) < 0 || plan_all(s, err, errlen) < 0)
+    if (open_transaction(s, exported, err, errlen) < 0 || hold_slot(s, err, errlen) < 0 ||
+        plan_all(s, err, errlen) < 0 || lock_tables(s, err, errlen) < 0)
         goto out;
     size_t left = 0;
     for (size_t i = 0; i < s->nplans; i++)

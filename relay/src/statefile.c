@@ -57,8 +57,10 @@ int bw_state_write(const char *dir, const char *path, const json_t *doc, char *e
     char *text = json_dumps(doc, JSON_INDENT(1));
     size_t len = text ? strlen(text) : 0;
     int fd = text ? open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
-    bool ok = fd >= 0 && write(fd, text, len) == (ssize_t) len && fsync(fd) == 0;
-    int saved_errno = errno;
+    errno = text ? 0 : ENOMEM;
+    ssize_t written = fd >= 0 ? write(fd, text, len) : -1;
+    bool ok = fd >= 0 && written == (ssize_t) len && fsync(fd) == 0;
+    int saved_errno = errno ? errno : ENOSPC; /* a short write sets no errno: the disk is full */
     if (fd >= 0)
         close(fd);
     if (ok && rename(tmp.data, path) != 0) {

@@ -17,7 +17,9 @@
 
 const char bw_table_session_settings[] =
     "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC';"
-    " SET extra_float_digits = 1; SET bytea_output = 'hex'";
+    " SET extra_float_digits = 1; SET bytea_output = 'hex';"
+    /* a backfill's condition is checked for quotes as written: a backslash is a character */
+    " SET standard_conforming_strings = on";
 
 /* The decoder writes these in PostgreSQL's send format ('b'), everything else as text. */
 static bool binary_kind(uint32_t oid)
@@ -259,19 +261,21 @@ static int plan_one(PGconn *conn, const bw_selection *sel, PGresult *res, int fi
                  "%s: table \"%s.%s\" has no tenant column \"%s\" and decoder.missing_tenant is "
                  "error: name its tenant column in decoder.tenant_columns, leave it out with "
                  "decoder.exclude_tables, or set decoder.missing_tenant to pass or drop",
-                 who, schema, table, tenant);
+                 who ? who : "backfill", schema, table, tenant);
         table_free(t);
         return -1;
     case BW_MISSING_DROP:
-        bw_warn("%s: table \"%s.%s\" has no tenant column \"%s\": its rows are left out "
-                "(decoder.missing_tenant=drop)",
-                who, schema, table, tenant);
+        if (who)
+            bw_warn("%s: table \"%s.%s\" has no tenant column \"%s\": its rows are left out "
+                    "(decoder.missing_tenant=drop)",
+                    who, schema, table, tenant);
         table_free(t);
         return 0;
     case BW_MISSING_PASS:
-        bw_warn("%s: table \"%s.%s\" has no tenant column \"%s\": its rows are sent without a "
-                "tenant",
-                who, schema, table, tenant);
+        if (who)
+            bw_warn("%s: table \"%s.%s\" has no tenant column \"%s\": its rows are sent without a "
+                    "tenant",
+                    who, schema, table, tenant);
         break;
     }
     return 1;
@@ -322,7 +326,11 @@ int bw_table_send_query(PGconn *conn, const bw_table *t, const char *cursor, con
     if (t->rel.nkeys == 0) {
         bw_buf_printf(&q, "FETCH FORWARD %" PRId64 " FROM %s", limit, cursor);
     } else {
-        bw_buf_printf(&q, "SELECT %s FROM %s WHERE true", t->select, t->from);
+        /*
+         * The bounds (key, tenant) in a subquery and a caller's condition outside it: whatever the
+         * condition says, it can only narrow the rows the bounds let through.
+         */
+        bw_buf_printf(&q, "SELECT %s FROM (SELECT * FROM %s WHERE true", t->select, t->from);
         if (t->after && t->rel.nkeys <= BW_MAX_KEY_PARAMS) {
             bw_buf_puts(&q, " AND (");
             for (uint16_t k = 0; k < t->rel.nkeys; k++)
@@ -338,8 +346,9 @@ int bw_table_send_query(PGconn *conn, const bw_table *t, const char *cursor, con
             params[nparams++] = tenant;
             bw_buf_printf(&q, " AND %s = $%d::%s", t->tenant_name, nparams, t->tenant_type);
         }
+        bw_buf_puts(&q, ") AS bw_t");
         if (where)
-            bw_buf_printf(&q, " AND (%s)", where);
+            bw_buf_printf(&q, " WHERE (%s)", where);
         bw_buf_puts(&q, " ORDER BY ");
         for (uint16_t k = 0; k < t->rel.nkeys; k++)
             bw_buf_printf(&q, "%s%s", k ? ", " : "", t->key_names[k]);

@@ -33,7 +33,8 @@ extern const char bw_table_session_settings[];
 /*
  * The tables the options select (schema and table NULL), or the one named, with the decoder's
  * missing_tenant rule for tables without their tenant column: error fails, drop leaves the table
- * out (a warning), pass keeps it (a warning). who prefixes messages ("snapshot", "backfill 3").
+ * out (a warning), pass keeps it (a warning). who prefixes messages ("snapshot", "backfill 3");
+ * NULL: no warnings (checking a request).
  * Returns 0 with *out (malloc'd, *n entries; may be none), or -1 with err set.
  */
 int bw_tables_plan(PGconn *conn, const bw_selection *sel, const char *schema, const char *table,

@@ -3,8 +3,8 @@ backfill.chunk_rows, relay.state_dir), on a real PostgreSQL and a real Kafka bro
 
 A backfill re-sends the current rows of one table (optionally one tenant's, optionally those
 matching a SQL condition) while the relay keeps streaming. Per chunk the relay emits a low
-watermark (a non-transactional breakwater.watermark message), reads `backfill.chunk_rows` rows in
-key order, emits a high watermark; a streamed change to a key of the chunk between the two drops
+watermark (a breakwater.watermark message), reads `backfill.chunk_rows` rows in key order, emits
+a high watermark; a streamed change to a key of the chunk between the two drops
 that key's row (the stream is newer); at the high watermark the rest goes out as op "read"
 messages (xid 0, commit_lsn and lsn header = the high watermark's LSN). The properties tested:
 
@@ -15,7 +15,10 @@ messages (xid 0, commit_lsn and lsn header = the high watermark's LSN). The prop
   key between its chunk's watermarks, the topic stays in LSN order, streaming goes on between the
   chunks, and a replay of the topic from offset 0 gives the tenant's rows as SELECT does;
 - --where (with --tenant, quoting, and a condition whose precedence matters) and the SQL trigger
-  send exactly the rows asked for; --status shows the jobs done with their row counts;
+  (with and without an id, two requests queued at once) send exactly the rows asked for;
+  --status shows the jobs done with their row counts;
+- a --where cannot break out of its parentheses (an extra ")" or a comment): refused, or exactly
+  the rows of the tenant that match it, never another tenant's, never a backfill without end;
 - kill -9 in the middle of a backfill: the restart resumes after the last saved chunk, at most
   two chunks are read twice, the request is not run twice, the replay equals the table;
 - bad requests (CLI: non-zero exit and a message; SQL: "refused" and status failed) send
@@ -247,9 +250,9 @@ def test_backfill_one_tenant_sends_its_rows_once(conn, kafka, make_relay, make_s
     dup = [k for k, c in collections.Counter(keys).items() if c > 1]
     assert not dup, f"rows read more than once: {dup[:10]}"
     got = {key_of(m): m.value["new"] for m in rd}
+    differ = [(k, got[k], want[k]) for k in set(got) & set(want) if got[k] != want[k]]
     assert got == want, f"{len(rd)} reads for the {len(want)} rows of t2: not read " \
-                        f"{sorted(set(want) - set(got))[:10]}, different " \
-                        f"{[(k, got[k], want[k]) for k in set(got) & set(want) if got[k] != want[k]][:3]}"
+                        f"{sorted(set(want) - set(got))[:10]}, different {differ[:3]}"
     assert n == len(want), f"the log says done, {n} rows; {len(want)} were sent"
     for m in rd:
         assert_read_message(m, table)
@@ -261,7 +264,8 @@ def test_backfill_one_tenant_sends_its_rows_once(conn, kafka, make_relay, make_s
     assert lsns == sorted(lsns), "chunks go out one after the other"
     highs = sorted(set(lsns))
     assert all(before < h <= after for h in highs), \
-        f"read LSNs {[hex(h) for h in highs]} not between the request ({before:X}) and done ({after:X})"
+        f"read LSNs {[hex(h) for h in highs]} not between the request ({before:X}) and " \
+        f"done ({after:X})"
     assert [sum(1 for x in lsns if x == h) for h in highs] == [2000, 2000], \
         f"rows per high watermark: {[sum(1 for x in lsns if x == h) for h in highs]}, " \
         f"wanted two chunks of 2000 (backfill.chunk_rows default)"
@@ -279,7 +283,8 @@ def test_backfill_one_tenant_sends_its_rows_once(conn, kafka, make_relay, make_s
     assert list(read.value) == list(ins[0].value), \
         f"read fields {list(read.value)} vs an insert's {list(ins[0].value)}"
     assert list(read.key) == list(ins[0].key), (read.key, ins[0].key)
-    assert set(read.h) == set(ins[0].h), f"read headers {list(read.h)}, an insert's {list(ins[0].h)}"
+    assert set(read.h) == set(ins[0].h), \
+        f"read headers {list(read.h)}, an insert's {list(ins[0].h)}"
     txn_h = ("op", "lsn", "xid", "commit_time_us")
     assert {k: v for k, v in read.h.items() if k not in txn_h} == \
         {k: v for k, v in ins[0].h.items() if k not in txn_h}
@@ -403,7 +408,8 @@ def test_concurrent_changes_win_over_the_backfill(conn, cluster, kafka, make_rel
         load.stop()
     n = wait_done(r, bid)
     wait_published(conn, r, timeout=60)
-    print(f"load: {load.committed} transactions, {during} while the backfill ran")
+    print(f"load: {load.committed} transactions, {during} while the backfill ran; "
+          f"breakwater_backfills_running mid-backfill: {probe}")
     assert during >= 20, f"only {during} transactions committed while the backfill ran"
     if not probe.get("done"):
         assert probe.get("running") == 1, \
@@ -552,53 +558,6 @@ def test_where_and_sql_trigger_and_status(conn, kafka, make_relay):
     assert r.stop() == 0
 
 
-# ---- 3b. a --where stays inside its parentheses ------------------------------------------------
-
-@pytest.mark.parametrize("where, inside", [
-    # a condition with a parenthesis too many: as one expression it is all of t1's rows; pasted
-    # as "AND (<where>)" its OR would escape the tenant and the resume condition
-    ("id <= 10) OR (true", "(id <= 10) OR (true)"),
-    # a comment would swallow what the relay writes after the condition (ORDER BY, LIMIT)
-    ("id <= 300) --", "id <= 300"),
-], ids=["or-escapes", "comment"])
-def test_where_stays_inside_its_parentheses(where, inside, conn, kafka, make_relay):
-    """Refused (non-zero exit, nothing sent), or the rows of t1 that match it, each once; never
-    another tenant's rows, never a backfill that goes round in circles."""
-    table = "bf_paren"
-    conn.execute(DDL.format(t=table))
-    conn.execute(f"INSERT INTO {table} SELECT 't' || (g % 3), g, g, 'n' || g "
-                 f"FROM generate_series(1, 600) g")
-    r = bf_relay(make_relay, kafka, f"public.{table}", topics=[table], backfill__chunk_rows="50")
-    r.start()
-    r.wait_log("streaming slot")
-    rc, out, err = cli(r, f"--table=public.{table}", "--tenant=t1", f"--where={where}")
-    if rc != 0:
-        assert "--where" in out + err and not REQUESTED.search(out + err), f"exit {rc}:\n{out}{err}"
-        conn.execute(f"UPDATE {table} SET v = v WHERE tenant_id = 't0' AND id = 3")
-        wait_published(conn, r)
-        assert_no_reads(kafka, r, [r.topic_of(table)])
-        assert r.stop() == 0
-        return
-    bid = REQUESTED.findall(out + err)[0]
-    deadline = time.monotonic() + 20
-    while f"backfill {bid}: done" not in r.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    finished = f"backfill {bid}: done" in r.log()
-    if not finished:
-        r.kill9()                       # it may never end: do not wait for a drain
-    rd = reads(messages(kafka, r.topic_of(table)))
-    others = collections.Counter(m.value["tenant"] for m in rd if m.value["tenant"] != "t1")
-    counts = collections.Counter(key_of(m) for m in rd)
-    dup = sum(1 for c in counts.values() if c > 1)
-    want = select_rows(conn, f"{table} WHERE tenant_id = 't1' AND ({inside})", KEY)
-    assert finished and not others and not dup and set(counts) == set(want), \
-        f"--tenant=t1 --where={where!r} accepted (exit 0), then: " \
-        f"{'done' if finished else 'not done after 20 s'}; {len(rd)} reads, " \
-        f"{len(counts)} distinct rows ({dup} read more than once), reads of other tenants " \
-        f"{dict(others)}; wanted the {len(want)} rows of t1 where {inside}, or a refusal"
-    assert r.stop() == 0
-
-
 # ---- 4. kill -9 in the middle of a backfill ----------------------------------------------------
 
 KILL_CHUNK = 200
@@ -683,7 +642,8 @@ def test_kill9_mid_backfill_resumes_after_the_last_saved_chunk(conn, kafka, make
     # rows counted over both runs (the saved progress, then what the restart sent); a count of
     # the restart's rows alone is accepted too (the contract does not say which)
     assert n_done in (resumed_n + len(reads(after)), len(reads(after))), \
-        f"done, {n_done} rows: resumed after {resumed_n}, {len(reads(after))} reads after the restart"
+        f"done, {n_done} rows: resumed after {resumed_n}, {len(reads(after))} reads after " \
+        f"the restart"
     assert_replay_equals_rows(ms, select_rows(conn, table, KEY), table)
     jobs = status(r)
     assert len(jobs) == 1 and str(jobs[0]["id"]) == bid, f"one job, {bid}: {jobs}"
@@ -745,13 +705,14 @@ def test_bad_requests_are_refused_and_send_nothing(conn, kafka, make_relay, make
 
     # bad SQL requests: refused in the log, failed in --status; the relay goes on
     bodies = [{"table": "public.bf_nosuch"}, {"table": "public.bf_bad", "where": "id >"},
-              {"table": "public.bf_bad", "where": INJECTION}]
+              {"table": "public.bf_bad", "where": INJECTION},
+              {"table": "public.bf_bad", "tenant": "t1", "where": "id <= 10) OR (true"}]
     for body in bodies:
         signal_request(conn, **body)
     conn.execute("SELECT pg_logical_emit_message(true, 'breakwater.backfill', '{\"table\": ')")
-    refused = wait_for("4 refused requests", lambda: (lambda x: x if len(x) >= 4 else None)(
+    refused = wait_for("5 refused requests", lambda: (lambda x: x if len(x) >= 5 else None)(
         re.findall(r"backfill (\S+) refused: ([^\n]+)", r.log())), timeout=30)
-    assert len(refused) == 4, refused
+    assert len(refused) == 5, refused
     assert "bf_nosuch" in refused[0][1], f"the refusal names the table: {refused[0]}"
     assert r.alive(), "the relay keeps running after bad requests"
     assert conn.execute("SELECT to_regclass('public.bf_bad_victim') IS NOT NULL").fetchone()[0], \
@@ -766,14 +727,102 @@ def test_bad_requests_are_refused_and_send_nothing(conn, kafka, make_relay, make
     assert wait_done(r, good) == 5
     wait_published(conn, r)
     rd = reads(messages(kafka, r.topic_of("bf_bad")))
-    assert sorted(key_of(m) for m in rd) == sorted(select_rows(conn, "bf_bad WHERE id <= 5", KEY)), \
+    assert sorted(key_of(m) for m in rd) == \
+        sorted(select_rows(conn, "bf_bad WHERE id <= 5", KEY)), \
         f"reads of bf_bad: {[m.key for m in rd][:20]}"
     assert_no_reads(kafka, r, topics[1:])
-    assert len(backfill_messages(side)) == 5, "the 4 SQL requests and the good CLI one"
+    assert len(backfill_messages(side)) == 6, "the 5 SQL requests and the good CLI one"
     assert [j["status"] for j in status(r)].count("done") == 1
 
     # no relay running: refused before anything is sent
     assert r.stop() == 0
     rc, out, err = cli(r, "--table=public.bf_bad")
     assert rc != 0 and "no relay answers" in out + err, f"exit {rc}:\n{out}{err}"
-    assert len(backfill_messages(side)) == 5, "a request with no relay running reached the WAL"
+    assert len(backfill_messages(side)) == 6, "a request with no relay running reached the WAL"
+
+
+# ---- 6. a --where stays inside its parentheses -------------------------------------------------
+
+@pytest.mark.parametrize("where, inside, session", [
+    # a condition with a parenthesis too many: as one expression it is all of t1's rows; pasted
+    # as "AND (<where>)" its OR would escape the tenant and the resume condition
+    ("id <= 10) OR (true", "(id <= 10) OR (true)", None),
+    # a comment would swallow what the relay writes after the condition (ORDER BY, LIMIT)
+    ("id <= 300) --", "id <= 300", None),
+    # where the relay's role has standard_conforming_strings off, a backslash escapes a quote in
+    # a plain string: read with the rule of the other setting, the ") OR (" looks quoted
+    ("note = '\\'') OR (true) OR (note = '\\''", "true",
+     "-c standard_conforming_strings=off -c escape_string_warning=off"),
+], ids=["or-escapes", "comment", "backslash-quote"])
+def test_where_stays_inside_its_parentheses(where, inside, session, conn, cluster, kafka,
+                                            make_relay):
+    """Refused (non-zero exit, nothing sent), or the rows of t1 that match it, each once; never
+    another tenant's rows, never a backfill that goes round in circles."""
+    table = "bf_paren"
+    conn.execute(DDL.format(t=table))
+    conn.execute(f"INSERT INTO {table} SELECT 't' || (g % 3), g, g, 'n' || g "
+                 f"FROM generate_series(1, 600) g")
+    extra = {"pg__conninfo": cluster.conninfo(options=session)} if session else {}
+    r = bf_relay(make_relay, kafka, f"public.{table}", topics=[table], backfill__chunk_rows="50",
+                 **extra)
+    r.start()
+    r.wait_log("streaming slot")
+    rc, out, err = cli(r, f"--table=public.{table}", "--tenant=t1", f"--where={where}")
+    if rc != 0:
+        assert "--where" in out + err and not REQUESTED.search(out + err), f"exit {rc}:\n{out}{err}"
+        conn.execute(f"UPDATE {table} SET v = v WHERE tenant_id = 't0' AND id = 3")
+        wait_published(conn, r)
+        assert_no_reads(kafka, r, [r.topic_of(table)])
+        assert r.stop() == 0
+        return
+    bid = REQUESTED.findall(out + err)[0]
+    deadline = time.monotonic() + 20
+    while f"backfill {bid}: done" not in r.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    finished = f"backfill {bid}: done" in r.log()
+    if not finished:
+        r.kill9()                       # it may never end: do not wait for a drain
+    rd = reads(messages(kafka, r.topic_of(table)))
+    others = collections.Counter(m.value["tenant"] for m in rd if m.value["tenant"] != "t1")
+    counts = collections.Counter(key_of(m) for m in rd)
+    dup = sum(1 for c in counts.values() if c > 1)
+    want = select_rows(conn, f"{table} WHERE tenant_id = 't1' AND ({inside})", KEY)
+    assert finished and not others and not dup and set(counts) == set(want), \
+        f"--tenant=t1 --where={where!r} accepted (exit 0), then: " \
+        f"{'done' if finished else 'not done after 20 s'}; {len(rd)} reads, " \
+        f"{len(counts)} distinct rows ({dup} read more than once), reads of other tenants " \
+        f"{dict(others)}; wanted the {len(want)} rows of t1 where {inside}, or a refusal"
+    assert r.stop() == 0
+
+
+# ---- 6. a request that fails while it runs, and requests of the wrong shape ----------------------
+
+def test_a_failing_condition_fails_its_backfill_and_the_next_one_runs(conn, kafka, make_relay):
+    """A condition that is valid SQL but fails on the data (a division by zero) cannot succeed
+    by retrying: its backfill fails with PostgreSQL's error, and the one queued behind it runs.
+    Requests whose members are misspelt or not strings are refused, not widened to every tenant."""
+    table = "bf_fails"
+    conn.execute(DDL.format(t=table))
+    conn.execute(f"INSERT INTO {table} SELECT 't' || (g % 2), g, g % 7, 'n' FROM "
+                 "generate_series(1, 300) g")
+    r = bf_relay(make_relay, kafka, f"public.{table}", topics=[table])
+    r.start()
+    r.wait_log("streaming slot")
+    bad = request(r, f"--table=public.{table}", "--where=100 / v > 1")   # v = 0 on some rows
+    good = request(r, f"--table=public.{table}", "--tenant=t1")
+    signal_request(conn, table=f"public.{table}", tennant="t1", id="misspelt")
+    signal_request(conn, table=f"public.{table}", tenant=1, id="numeric")
+    assert wait_done(r, good) == 150
+    r.wait_log(f"backfill {bad} failed: ")
+    assert "division by zero" in r.log()
+    jobs = status(r)
+    assert job(jobs, bad)["status"] == "failed" and "division by zero" in job(jobs, bad)["error"]
+    assert job(jobs, good)["status"] == "done"
+    for bid, why in (("misspelt", "other than id, schema, table, tenant and where"),
+                     ("numeric", "must be strings")):
+        j = job(jobs, bid)
+        assert j["status"] == "failed" and why in j["error"], j
+    rd = reads(messages(kafka, r.topic_of(table)))
+    assert len(rd) == 150 and {m.value["tenant"] for m in rd} == {"t1"}, \
+        "only the good backfill's rows went out"
+    assert r.stop() == 0

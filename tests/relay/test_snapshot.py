@@ -946,3 +946,40 @@ def test_avro_envelope_says_read(conn, kafka, registry, make_relay):
         got[(key["tenant_id"], key["id"])] = v["new"]
     assert got == rows
     assert r.stop() == 0
+
+
+# ---- a standby relay during the snapshot -------------------------------------------------------
+
+def test_a_standby_waits_while_the_snapshot_runs(conn, kafka, make_relay):
+    """The walsender releases a slot it created with an exported snapshot: for the snapshot's
+    whole length, the slot is not active. A second relay on the slot must still wait as a
+    standby (the snapshot holds an advisory lock), or its stream would be overwritten by older
+    snapshot rows."""
+    table = "sb_rows"
+    conn.execute(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} "
+                 "(tenant_id text, id int, v int, PRIMARY KEY (tenant_id, id))")
+    conn.execute(f"INSERT INTO {table} SELECT 't' || (g % 3), g, 0 FROM generate_series(1, 3000) g")
+    a = snap_relay(make_relay, f"public.{table}", snapshot__chunk_rows="100")
+    b = snap_relay(make_relay, f"public.{table}", snapshot__chunk_rows="100")
+    a.start()
+    wait_for("the snapshot to be exported", lambda: EXPORTED.search(a.log()), interval=0.002)
+    os.kill(a.proc.pid, signal.SIGSTOP)            # mid-snapshot, its lock held
+    try:
+        assert conn.execute("SELECT NOT active FROM pg_replication_slots WHERE slot_name = %s",
+                            (a.slot,)).fetchone()[0], "the slot is inactive during the snapshot"
+        b.start()
+        b.wait_log("its initial snapshot runs in process")
+        b.wait_log("waiting to take over (standby)")
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    a.wait_log("snapshot: done")
+    a.wait_log("streaming slot")
+    conn.execute(f"UPDATE {table} SET v = 1 WHERE id = 7")
+    wait_for("the update to be confirmed", lambda: "streaming slot" not in b.log() and
+             conn.execute("SELECT confirmed_flush_lsn >= pg_current_wal_insert_lsn() "
+                          "FROM pg_replication_slots WHERE slot_name = %s",
+                          (a.slot,)).fetchone()[0], timeout=30)
+    assert "streaming slot" not in b.log(), "the standby streamed while the snapshot ran"
+    assert "snapshot:" not in b.log(), "the standby ran a snapshot of its own"
+    assert a.stop() == 0
+    assert b.stop() == 0
