@@ -30,7 +30,10 @@ int bw_state_read(const char *path, json_t **doc, char *err, size_t errlen)
     if (f == NULL) {
         if (errno == ENOENT)
             return 0;
-        snprintf(err, errlen, "cannot read the state file %s: %s", path, strerror(errno));
+        snprintf(err, errlen,
+                 "cannot read the state file %s: %s (relay.state_dir must be a directory the "
+                 "relay can write, or a path where it can make one)",
+                 path, strerror(errno));
         return -1;
     }
     *doc = json_loadf(f, 0, &je);

@@ -33,6 +33,7 @@ ordered and a replay is well defined.
 import collections
 import json
 import os
+import pathlib
 import random
 import re
 import signal
@@ -983,3 +984,36 @@ def test_a_standby_waits_while_the_snapshot_runs(conn, kafka, make_relay):
     assert "snapshot:" not in b.log(), "the standby ran a snapshot of its own"
     assert a.stop() == 0
     assert b.stop() == 0
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+def test_an_unwritable_state_dir_stops_before_the_slot_exists(conn, kafka, make_relay, tmp_path):
+    """The state file is written before the slot is created: a relay.state_dir that cannot be a
+    directory stops the relay with an error naming it, and leaves no slot (so no snapshot is
+    ever skipped)."""
+    conn.execute("DROP TABLE IF EXISTS bad_sd; CREATE TABLE bad_sd (tenant_id text, id int PRIMARY KEY)")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the directory should be")
+    r = snap_relay(make_relay, "public.bad_sd", relay__state_dir=str(blocker / "state"))
+    rc, out = r.run(timeout=60)
+    assert rc == 2, out
+    assert str(blocker / "state") in out and "relay.state_dir must be a directory" in out, out
+    assert not slot_exists(conn, r.slot), "a slot without its snapshot"
+
+
+def test_missing_tenant_error_stops_the_snapshot_naming_the_table(conn, kafka, make_relay):
+    """decoder.missing_tenant=error applies to the snapshot as to the stream: a selected table
+    without its tenant column stops the relay with the table's name and the ways out; nothing is
+    confirmed past the slot's start, and the state file stays for the next start."""
+    conn.execute("DROP TABLE IF EXISTS mt_ok, mt_none; "
+                 "CREATE TABLE mt_ok (tenant_id text, id int, PRIMARY KEY (tenant_id, id)); "
+                 "CREATE TABLE mt_none (id int PRIMARY KEY); "
+                 "INSERT INTO mt_ok VALUES ('a', 1); INSERT INTO mt_none VALUES (1)")
+    r = snap_relay(make_relay, "public.mt_*", decoder__missing_tenant="error")
+    r.start()
+    assert r.wait_exit(timeout=60) != 0
+    log = r.log()
+    assert 'table "public.mt_none" has no tenant column "tenant_id"' in log, log[-2000:]
+    assert "decoder.tenant_columns" in log and "decoder.exclude_tables" in log, log[-2000:]
+    assert (pathlib.Path(r.settings["relay.state_dir"]) / f"{r.slot}.snapshot.json").exists()
