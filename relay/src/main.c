@@ -30,6 +30,7 @@
 #include "route.h"
 #include "snapshot.h"
 #include "statefile.h"
+#include "tableread.h"
 
 /* Set by signal handlers, acted on by the loop (the only other globals: see log.h). */
 static volatile sig_atomic_t stop_signals = 0;
@@ -370,6 +371,38 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
     return BW_PG_OK;
 }
 
+/*
+ * At startup, the row topics of the tables the options select are created or checked, so that a
+ * topic that cannot support a replay is reported now, not at its table's first change. Only when
+ * topic names do not depend on the tenant (they cannot be known before the rows). Never fatal.
+ */
+static void prepare_topics(relay *r)
+{
+    char err[1024];
+    bw_table *tables = NULL;
+    size_t n = 0;
+    if (strstr(r->cfg.topic_template, "{tenant}") != NULL)
+        return;
+    const char *keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *vals[] = {r->cfg.pg_conninfo, "breakwater-relay topics", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    bw_selection *sel = bw_selection_new(&r->cfg, err, sizeof(err));
+    if (PQstatus(conn) != CONNECTION_OK || sel == NULL ||
+        bw_tables_plan(conn, sel, NULL, NULL, NULL, &tables, &n, err, sizeof(err)) < 0)
+        bw_warn("row topics not checked at startup (they are on first use): %s",
+                PQstatus(conn) != CONNECTION_OK ? PQerrorMessage(conn) : err);
+    /* each takes a round trip to the broker: a startup that selects every table stays short */
+    size_t checked = n < 100 ? n : 100;
+    for (size_t i = 0; i < checked && stop_signals == 0; i++)
+        bw_route_ensure_topic(&r->router, &tables[i].rel);
+    if (n > checked)
+        bw_info("row topics of %zu tables checked at startup; the other %zu on first use", checked,
+                n - checked);
+    bw_tables_free(&r->router, tables, n);
+    bw_selection_free(sel);
+    PQfinish(conn);
+}
+
 static int shutdown_relay(relay *r, int status)
 {
     char err[512];
@@ -520,6 +553,7 @@ int main(int argc, char **argv, char **envp)
     r.envp = envp;
     r.pg = bw_pgstream_new();
 
+    prepare_topics(&r);
     bw_slot_hooks hooks = {0};
     if (strcmp(r.cfg.snapshot_mode, "never") != 0) {
         r.snapshot = bw_snapshot_new(&r.cfg, &r.router, &stop_signals, err, sizeof(err));

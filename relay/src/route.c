@@ -265,6 +265,12 @@ static int send_row(bw_router *r, bw_record_type type, const bw_relation *rel, b
                             sizeof(r->err));
 }
 
+void bw_route_ensure_topic(bw_router *r, const bw_relation *rel)
+{
+    bw_topic_name(&r->topic, r->cfg->topic_template, r->cfg->topic_prefix, rel, NULL, 0);
+    ensure_topic(r, rel);
+}
+
 /* Avro: the relation's schemas, known to the registry under topic (r->topic). */
 static bw_avro_rel *avro_for(bw_router *r, const bw_relation *rel)
 {

@@ -106,6 +106,9 @@ int bw_route_step(bw_router *r);
  */
 int bw_route_peek(void *router, const bw_record *rec);
 
+/* The row topic of rel (without a tenant) made sure of now: created, or checked (topics.h). */
+void bw_route_ensure_topic(bw_router *r, const bw_relation *rel);
+
 /* bw_relation_free_cb: releases what the router kept in rel->user. */
 void bw_route_relation_free(void *router, bw_relation *rel);
 

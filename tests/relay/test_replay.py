@@ -73,6 +73,10 @@ def test_row_topics_are_created_compacted_and_existing_ones_checked(conn, kafka,
     kafka.create_topic(given_loose, config={"cleanup.policy": "delete"})
     r.start()
     r.wait_log("streaming slot")
+    # checked at startup, before any change of the tables
+    startup = r.log()
+    assert f"topic {given} has cleanup.policy=delete" in startup, startup[-2000:]
+    assert f"created topic {r.prefix}.public.{t}" in startup, startup[-2000:]
     conn.execute(f"INSERT INTO {t} VALUES ('acme', 1, 1, 'n')")
     conn.execute(f"INSERT INTO {other} VALUES ('acme', 1, 1, 'n')")
     conn.execute(f"INSERT INTO {loose} VALUES ('acme', 1, 'n')")
