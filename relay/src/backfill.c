@@ -17,6 +17,7 @@
 #include <libpq-fe.h>
 
 #include "buf.h"
+#include "condition.h"
 #include "encode.h"
 #include "log.h"
 #include "selection.h"
@@ -224,112 +225,6 @@ static PGconn *connect_pg(const char *conninfo, const char *who, char *err, size
     return conn;
 }
 
-/* The planner's row estimate of "Plan Rows" in EXPLAIN (FORMAT JSON) output; 0 if absent. */
-static int64_t plan_rows(const char *explain)
-{
-    json_error_t je;
-    json_t *doc = json_loads(explain, 0, &je);
-    json_t *plan = json_object_get(json_object_get(json_array_get(doc, 0), "Plan"), "Plan Rows");
-    int64_t rows = json_is_number(plan) ? (int64_t) json_number_value(plan) : 0;
-    json_decref(doc);
-    return rows;
-}
-
-/*
- * A condition goes into the chunk query as "AND (<where>)": it must not close that parenthesis
- * early (an OR after it would escape the tenant and the resume bound), comment out what follows,
- * or end the statement. Walks it as PostgreSQL's lexer would (quotes, quoted identifiers, E''
- * strings, dollar quotes) and refuses comments, ';' and unbalanced parentheses. 0, or -1 with why.
- */
-static bool ident_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '$' || (unsigned char) c >= 0x80;
-}
-
-static int check_condition(const char *w, char *why, size_t whylen)
-{
-    int depth = 0;
-    for (const char *p = w; *p; p++) {
-        if (ident_char(*p) && *p != '$') { /* a word: '$' inside it is part of it (a$b$) */
-            while (ident_char(p[1]))
-                p++;
-            /* E'...' (backslash escapes) is a word "E" right before the quote */
-            if (p[1] == '\'' && (*p == 'E' || *p == 'e') && (p == w || !ident_char(p[-1]))) {
-                p++;
-                for (p++; *p; p++) {
-                    if (*p == '\\' && p[1]) {
-                        p++;
-                        continue;
-                    }
-                    if (*p == '\'' && p[1] == '\'') {
-                        p++;
-                        continue;
-                    }
-                    if (*p == '\'')
-                        break;
-                }
-                if (*p == '\0') {
-                    snprintf(why, whylen, "an unterminated string");
-                    return -1;
-                }
-            }
-            continue;
-        }
-        if (*p == '\'' || *p == '"') {
-            char q = *p;
-            bool backslash = false;
-            for (p++; *p; p++) {
-                if (backslash && *p == '\\' && p[1]) {
-                    p++;
-                    continue;
-                }
-                if (*p == q && p[1] == q) {
-                    p++;
-                    continue;
-                }
-                if (*p == q)
-                    break;
-            }
-            if (*p == '\0') {
-                snprintf(why, whylen, "an unterminated %s", q == '"' ? "quoted name" : "string");
-                return -1;
-            }
-        } else if (*p == '$' && (p[1] == '$' || p[1] == '_' || (p[1] >= 'A' && p[1] <= 'Z') ||
-                                 (p[1] >= 'a' && p[1] <= 'z'))) {
-            const char *end = strchr(p + 1, '$');
-            size_t taglen = end ? (size_t) (end - p + 1) : 0;
-            const char *close = NULL;
-            for (const char *s = end ? end + 1 : NULL; s && (s = strchr(s, '$')) != NULL; s++)
-                if (strncmp(s, p, taglen) == 0) {
-                    close = s;
-                    break;
-                }
-            if (close == NULL) {
-                snprintf(why, whylen, "an unterminated dollar-quoted string");
-                return -1;
-            }
-            p = close + taglen - 1;
-        } else if ((*p == '-' && p[1] == '-') || (*p == '/' && p[1] == '*')) {
-            snprintf(why, whylen, "a comment (leave comments out)");
-            return -1;
-        } else if (*p == ';') {
-            snprintf(why, whylen, "a ';' (give one condition, not statements)");
-            return -1;
-        } else if (*p == '(')
-            depth++;
-        else if (*p == ')' && --depth < 0) {
-            snprintf(why, whylen, "a ')' that closes more than it opened");
-            return -1;
-        }
-    }
-    if (depth != 0) {
-        snprintf(why, whylen, "a '(' that is never closed");
-        return -1;
-    }
-    return 0;
-}
-
 /*
  * Checks a request against the catalog and the decoder options: the table exists, the stream
  * carries it, it has key columns, the tenant filter has a column to apply to, the condition is
@@ -344,7 +239,7 @@ static int validate(PGconn *conn, const bw_selection *sel, const char *schema, c
     size_t n = 0;
     char why[256];
     *t = NULL;
-    if (where && check_condition(where, why, sizeof(why)) < 0) {
+    if (where && bw_condition_check(where, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "--where \"%s\" is not one condition on %s.%s: it has %s", where,
                  schema, table, why);
         return -1;
@@ -440,7 +335,7 @@ static int validate(PGconn *conn, const bw_selection *sel, const char *schema, c
         PQclear(res);
         goto fail;
     }
-    *estimate = plan_rows(PQgetvalue(res, 0, 0));
+    *estimate = bw_plan_rows(PQgetvalue(res, 0, 0));
     PQclear(res);
     return 0;
 fail:

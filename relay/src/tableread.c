@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "buf.h"
 #include "log.h"
 
@@ -281,6 +283,32 @@ static int plan_one(PGconn *conn, const bw_selection *sel, PGresult *res, int fi
     return 1;
 }
 
+int64_t bw_plan_rows(const char *explain)
+{
+    json_error_t je;
+    json_t *doc = json_loads(explain, 0, &je);
+    json_t *plan = json_object_get(json_object_get(json_array_get(doc, 0), "Plan"), "Plan Rows");
+    int64_t rows = json_is_number(plan) ? (int64_t) json_number_value(plan) : 0;
+    json_decref(doc);
+    return rows;
+}
+
+/*
+ * A table never analysed has no reltuples: the planner then estimates from its current size, as
+ * EXPLAIN shows (nothing is executed).
+ */
+static int64_t explain_estimate(PGconn *conn, const char *from)
+{
+    bw_buf q;
+    bw_buf_init(&q);
+    bw_buf_printf(&q, "EXPLAIN (FORMAT JSON) SELECT 1 FROM %s", from);
+    PGresult *res = PQexec(conn, q.data);
+    int64_t rows = PQresultStatus(res) == PGRES_TUPLES_OK ? bw_plan_rows(PQgetvalue(res, 0, 0)) : 0;
+    PQclear(res);
+    bw_buf_free(&q);
+    return rows;
+}
+
 int bw_tables_plan(PGconn *conn, const bw_selection *sel, const char *schema, const char *table,
                    const char *who, bw_table **out, size_t *n, char *err, size_t errlen)
 {
@@ -308,6 +336,8 @@ int bw_tables_plan(PGconn *conn, const bw_selection *sel, const char *schema, co
             bw_tables_free(NULL, t, count);
             return -1;
         }
+        if (rc > 0 && t[count].estimate <= 0)
+            t[count].estimate = explain_estimate(conn, t[count].from);
         count += (size_t) rc;
     }
     PQclear(res);

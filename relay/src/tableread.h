@@ -23,7 +23,7 @@ typedef struct bw_table {
     char **key_names;  /* per key column: bw_t."name" */
     char *tenant_name; /* bw_t."tenant column"; NULL when the table has none */
     char *tenant_type; /* its type as format_type spells it */
-    int64_t estimate;  /* pg_class.reltuples (0 when never analysed) */
+    int64_t estimate;  /* pg_class.reltuples, or the planner's guess when never analysed */
     char **after;      /* the last row read's key, as text: the next chunk's bound; NULL at first */
 } bw_table;
 
@@ -39,6 +39,9 @@ extern const char bw_table_session_settings[];
  */
 int bw_tables_plan(PGconn *conn, const bw_selection *sel, const char *schema, const char *table,
                    const char *who, bw_table **out, size_t *n, char *err, size_t errlen);
+/* The "Plan Rows" of EXPLAIN (FORMAT JSON) output: the planner's row estimate; 0 if absent. */
+int64_t bw_plan_rows(const char *explain);
+
 /* Frees the tables and what the router kept for their relations. */
 void bw_tables_free(bw_router *router, bw_table *t, size_t n);
 
