@@ -105,15 +105,53 @@ void bw_buf_puts(bw_buf *b, const char *s)
 
 void bw_buf_vprintf(bw_buf *b, const char *fmt, va_list ap)
 {
+    /* format once into the room there is; only a result that does not fit is formatted again */
     va_list copy;
+    bw_buf_reserve(b, 64);
+    size_t room = b->cap - b->len;
     va_copy(copy, ap);
-    int n = vsnprintf(NULL, 0, fmt, copy);
+    int n = vsnprintf(b->data + b->len, room, fmt, copy);
     va_end(copy);
-    if (n < 0)
+    if (n < 0) {
+        b->data[b->len] = '\0';
         return;
-    bw_buf_reserve(b, (size_t) n);
-    vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
+    }
+    if ((size_t) n >= room) {
+        bw_buf_reserve(b, (size_t) n);
+        vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
+    }
     b->len += (size_t) n;
+}
+
+size_t bw_fmt_u64(char *dst, uint64_t v, int min_digits)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n < min_digits && n < (int) sizeof(tmp))
+        tmp[n++] = '0';
+    for (int i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    dst[n] = '\0';
+    return (size_t) n;
+}
+
+size_t bw_fmt_i64(char *dst, int64_t v)
+{
+    if (v >= 0)
+        return bw_fmt_u64(dst, (uint64_t) v, 1);
+    dst[0] = '-';
+    /* INT64_MIN's magnitude does not fit an int64_t: negate in unsigned arithmetic */
+    return 1 + bw_fmt_u64(dst + 1, 0 - (uint64_t) v, 1);
+}
+
+void bw_buf_put_i64(bw_buf *b, int64_t v)
+{
+    bw_buf_reserve(b, 21);
+    b->len += bw_fmt_i64(b->data + b->len, v);
 }
 
 void bw_buf_printf(bw_buf *b, const char *fmt, ...)

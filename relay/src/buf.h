@@ -30,6 +30,11 @@ void bw_buf_reset(bw_buf *b);
 void bw_buf_reserve(bw_buf *b, size_t extra);
 void bw_buf_append(bw_buf *b, const void *data, size_t len);
 void bw_buf_putc(bw_buf *b, char c);
+/* Decimal integers without printf (hot paths): at least min_digits digits, zero-filled; dst
+ * holds 21 bytes (NUL-terminated); returns the length. */
+size_t bw_fmt_u64(char *dst, uint64_t v, int min_digits);
+size_t bw_fmt_i64(char *dst, int64_t v);
+void bw_buf_put_i64(bw_buf *b, int64_t v);
 void bw_buf_puts(bw_buf *b, const char *s);
 void bw_buf_printf(bw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void bw_buf_vprintf(bw_buf *b, const char *fmt, va_list ap);

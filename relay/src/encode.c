@@ -565,14 +565,18 @@ static void civil_date(int64_t days, int64_t *year, int *month, int *day)
  * the caller, at the end). */
 static char *put_ymd(char *w, int64_t year, int month, int day)
 {
-    return w + sprintf(w, "%04" PRId64 "-%02d-%02d", year > 0 ? year : 1 - year, month, day);
+    w += bw_fmt_u64(w, (uint64_t) (year > 0 ? year : 1 - year), 4);
+    *w++ = '-';
+    w += bw_fmt_u64(w, (uint64_t) month, 2);
+    *w++ = '-';
+    return w + bw_fmt_u64(w, (uint64_t) day, 2);
 }
 
 /* Seconds, two digits when zero-filled; a fraction only when there is one, without trailing
  * zeros. The signs of sec and usec are dropped (the caller writes one). */
 static char *put_seconds(char *w, int sec, int usec, bool fill)
 {
-    w += sprintf(w, fill ? "%02d" : "%d", abs(sec));
+    w += bw_fmt_u64(w, (uint64_t) abs(sec), fill ? 2 : 1);
     if (usec != 0) {
         int v = abs(usec);
         int n = 6;
@@ -580,7 +584,8 @@ static char *put_seconds(char *w, int sec, int usec, bool fill)
             v /= 10;
             n--;
         }
-        w += sprintf(w, ".%0*d", n, v);
+        *w++ = '.';
+        w += bw_fmt_u64(w, (uint64_t) v, n);
     }
     return w;
 }
@@ -590,9 +595,15 @@ static char *put_zone(char *w, int zone)
 {
     int a = abs(zone);
     char sign = zone <= 0 ? '+' : '-';
-    if (a % 60 != 0)
-        return w + sprintf(w, "%c%02d:%02d:%02d", sign, a / 3600, a / 60 % 60, a % 60);
-    return w + sprintf(w, "%c%02d:%02d", sign, a / 3600, a / 60 % 60);
+    *w++ = sign;
+    w += bw_fmt_u64(w, (uint64_t) (a / 3600), 2);
+    *w++ = ':';
+    w += bw_fmt_u64(w, (uint64_t) (a / 60 % 60), 2);
+    if (a % 60 != 0) {
+        *w++ = ':';
+        w += bw_fmt_u64(w, (uint64_t) (a % 60), 2);
+    }
+    return w;
 }
 
 /* "hh:mm:ss[.f]" of a time of day in [0, 24h]. */
@@ -604,7 +615,10 @@ static char *put_hms(char *w, int64_t t)
     t -= min * USECS_PER_MINUTE;
     int sec = (int) (t / USECS_PER_SEC);
     t -= sec * USECS_PER_SEC;
-    w += sprintf(w, "%02d:%02d:", hour, min);
+    w += bw_fmt_u64(w, (uint64_t) hour, 2);
+    *w++ = ':';
+    w += bw_fmt_u64(w, (uint64_t) min, 2);
+    *w++ = ':';
     return put_seconds(w, sec, (int) t, true);
 }
 
@@ -766,22 +780,22 @@ static int put_binary(const enc *e, const bw_column *col, const uint8_t *p, uint
     case BW_OID_INT2:
         if (want_len(e, col, len, 2) < 0)
             return -1;
-        bw_buf_printf(out, "%d", (int16_t) bw_rd16(p));
+        bw_buf_put_i64(out, (int16_t) bw_rd16(p));
         return 0;
     case BW_OID_INT4:
         if (want_len(e, col, len, 4) < 0)
             return -1;
-        bw_buf_printf(out, "%" PRId32, (int32_t) bw_rd32(p));
+        bw_buf_put_i64(out, (int32_t) bw_rd32(p));
         return 0;
     case BW_OID_INT8:
         if (want_len(e, col, len, 8) < 0)
             return -1;
-        bw_buf_printf(out, "%" PRId64, (int64_t) bw_rd64(p));
+        bw_buf_put_i64(out, (int64_t) bw_rd64(p));
         return 0;
     case BW_OID_OID:
         if (want_len(e, col, len, 4) < 0)
             return -1;
-        bw_buf_printf(out, "%" PRIu32, bw_rd32(p));
+        bw_buf_put_i64(out, (int64_t) bw_rd32(p));
         return 0;
     case BW_OID_FLOAT4: {
         if (want_len(e, col, len, 4) < 0)

@@ -148,10 +148,10 @@ static void headers_for(header_set *hs, bw_record_type type, const bw_xact *x,
     if (x) {
         bw_lsn_str(x->commit_lsn, hs->lsn);
         hs->h[hs->n++] = (bw_header){"lsn", hs->lsn, strlen(hs->lsn)};
-        int n = snprintf(hs->xid, sizeof(hs->xid), "%" PRIu32, x->xid);
-        hs->h[hs->n++] = (bw_header){"xid", hs->xid, (size_t) n};
-        n = snprintf(hs->time, sizeof(hs->time), "%" PRId64, x->commit_time);
-        hs->h[hs->n++] = (bw_header){"commit_time_us", hs->time, (size_t) n};
+        size_t n = bw_fmt_u64(hs->xid, x->xid, 1);
+        hs->h[hs->n++] = (bw_header){"xid", hs->xid, n};
+        n = bw_fmt_i64(hs->time, x->commit_time);
+        hs->h[hs->n++] = (bw_header){"commit_time_us", hs->time, n};
     }
 }
 

@@ -247,3 +247,31 @@ TEST(buf_allocators)
     ASSERT_MEM_EQ(r, "ab", 2);
     free(r);
 }
+
+TEST(buf_integers_without_printf)
+{
+    char s[24];
+    ASSERT_EQ(bw_fmt_i64(s, INT64_MIN), 20);
+    ASSERT_STR_EQ(s, "-9223372036854775808");
+    ASSERT_EQ(bw_fmt_i64(s, INT64_MAX), 19);
+    ASSERT_STR_EQ(s, "9223372036854775807");
+    bw_fmt_i64(s, 0);
+    ASSERT_STR_EQ(s, "0");
+    bw_fmt_u64(s, 7, 4);
+    ASSERT_STR_EQ(s, "0007");
+    bw_fmt_u64(s, 123456, 2);
+    ASSERT_STR_EQ(s, "123456");
+    bw_buf b;
+    bw_buf_init(&b);
+    bw_buf_puts(&b, "x=");
+    bw_buf_put_i64(&b, -42);
+    char tail[1001];
+    memset(tail, 'a', 1000);
+    tail[1000] = '\0';
+    bw_buf_printf(&b, " %s!", tail); /* more than the room there is: formatted twice */
+    ASSERT_EQ(b.len, 2 + 3 + 1 + 1000 + 1);
+    ASSERT_EQ(b.data[b.len - 1], '!');
+    ASSERT_EQ(b.data[b.len], '\0');
+    ASSERT_EQ(memcmp(b.data, "x=-42 aaa", 9), 0);
+    bw_buf_free(&b);
+}
