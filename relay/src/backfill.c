@@ -855,6 +855,31 @@ int bw_backfills_step(bw_backfills *b, char *err, size_t errlen)
     return 0;
 }
 
+int bw_backfills_enqueue(bw_backfills *b, const char *id, const char *schema, const char *table,
+                         char *const *after, uint16_t nafter, int64_t rows, int64_t estimate,
+                         char *err, size_t errlen)
+{
+    for (size_t i = 0; i < b->njobs; i++)
+        if (strcmp(b->jobs[i].id, id) == 0)
+            return 0;
+    job *j = add_job(b);
+    j->id = bw_xstrdup(id);
+    j->schema = bw_xstrdup(schema);
+    j->table = bw_xstrdup(table);
+    j->status = QUEUED;
+    j->rows = rows;
+    j->estimate = estimate;
+    j->started_us = now_us();
+    if (after && nafter > 0) {
+        j->after = json_array();
+        for (uint16_t k = 0; k < nafter; k++)
+            json_array_append_new(j->after, json_string(after[k]));
+    }
+    bw_info("backfill %s: %s.%s queued, %" PRId64 " rows already sent", id, schema, table, rows);
+    set_running_metrics(b);
+    return save(b, err, errlen);
+}
+
 void bw_backfills_reset(bw_backfills *b)
 {
     if (b->phase == WAIT_LOW || b->phase == WINDOW) {

@@ -43,6 +43,15 @@ void bw_backfills_attach(bw_backfills *b, bw_router *router);
  * saved.
  */
 int bw_backfills_step(bw_backfills *b, char *err, size_t errlen);
+/*
+ * Queues a backfill of a whole table that continues after after[] (nafter key values as text;
+ * NULL: from the start), rows already sent. An id already known is not queued again. For a
+ * snapshot that was interrupted: the rest of its tables go out while streaming.
+ */
+int bw_backfills_enqueue(bw_backfills *b, const char *id, const char *schema, const char *table,
+                         char *const *after, uint16_t nafter, int64_t rows, int64_t estimate,
+                         char *err, size_t errlen);
+
 /* The stream broke: a chunk between its watermarks is read again after the reconnection. */
 void bw_backfills_reset(bw_backfills *b);
 

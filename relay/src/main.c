@@ -564,6 +564,8 @@ int main(int argc, char **argv, char **envp)
         }
         hooks = (bw_slot_hooks){r.snapshot, bw_snapshot_creating, bw_snapshot_created,
                                 bw_snapshot_found};
+        if (strcmp(r.cfg.snapshot_mode, "initial") == 0)
+            bw_snapshot_resume_as(r.snapshot, r.backfills);
     }
     if (strcmp(r.cfg.snapshot_mode, "initial-only") == 0) {
         /* no slot, no stream: the tables' rows, then exit once Kafka has them all */

@@ -20,6 +20,7 @@
 #include <libpq-fe.h>
 
 #include "buf.h"
+#include "backfill.h"
 #include "log.h"
 #include "pgstream.h"
 #include "selection.h"
@@ -49,6 +50,7 @@ struct bw_snapshot {
     bw_xact x; /* the position and time the rows are stamped with */
     int64_t total, started_us, next_progress_us;
     bool found_logged;
+    bw_backfills *backfills; /* where an interrupted snapshot's keyed tables continue */
 };
 
 static int64_t now_us(void)
@@ -437,6 +439,42 @@ static int lock_tables(bw_snapshot *s, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * A snapshot interrupted (its exported snapshot gone with the old process): the keyed tables it
+ * did not finish continue as backfills, after their last acknowledged chunk, while the relay
+ * streams from the slot's consistent point; the watermarks reconcile them with the stream, and
+ * the stream does not wait for them. Tables without key columns cannot be reconciled so: they
+ * are read whole under the new snapshot, before streaming. Not for initial-only: no stream.
+ */
+static int hand_over(bw_snapshot *s, char *err, size_t errlen)
+{
+    const char *first = json_string_value(json_object_get(s->saved, "lsn"));
+    size_t handed = 0;
+    if (s->backfills == NULL)
+        return 0;
+    for (size_t i = 0; i < s->nplans; i++) {
+        plan *p = &s->plans[i];
+        const bw_relation *rel = &p->t->rel;
+        if (p->done || rel->nkeys == 0)
+            continue;
+        bw_buf id;
+        bw_buf_init(&id);
+        bw_buf_printf(&id, "snapshot-%s-%s.%s", first ? first : "0/0", rel->schema, rel->table);
+        int rc = bw_backfills_enqueue(s->backfills, id.data, rel->schema, rel->table,
+                                      p->saved_after, p->saved_after ? rel->nkeys : 0, p->rows,
+                                      p->t->estimate, err, errlen);
+        bw_buf_free(&id);
+        if (rc < 0)
+            return -1;
+        p->done = true;
+        handed++;
+    }
+    if (handed > 0)
+        bw_info("snapshot: resuming: %zu table(s) continue as backfills while the relay streams",
+                handed);
+    return 0;
+}
+
 /* The whole snapshot: plan, read every table left, forget the state. 0, 1 stopped, -1. */
 static int run(bw_snapshot *s, const char *exported, uint64_t lsn, char *err, size_t errlen)
 {
@@ -448,7 +486,8 @@ static int run(bw_snapshot *s, const char *exported, uint64_t lsn, char *err, si
     s->total = 0;
     atomic_store(&s->router->metrics->snapshot_running, 1);
     if (open_transaction(s, exported, err, errlen) < 0 || hold_slot(s, err, errlen) < 0 ||
-        plan_all(s, err, errlen) < 0 || lock_tables(s, err, errlen) < 0)
+        plan_all(s, err, errlen) < 0 || (!exported && hand_over(s, err, errlen) < 0) ||
+        lock_tables(s, err, errlen) < 0)
         goto out;
     size_t left = 0;
     for (size_t i = 0; i < s->nplans; i++)
@@ -555,6 +594,11 @@ int bw_snapshot_found(void *arg, uint64_t confirmed, char *err, size_t errlen)
     }
     /* the exported snapshot died with the relay: the rest is read under a new one */
     return run(s, NULL, 0, err, errlen);
+}
+
+void bw_snapshot_resume_as(bw_snapshot *s, bw_backfills *b)
+{
+    s->backfills = b;
 }
 
 int bw_snapshot_only(bw_snapshot *s, char *err, size_t errlen)

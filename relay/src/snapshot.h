@@ -32,6 +32,10 @@ int bw_snapshot_created(void *arg, const char *snapshot, uint64_t consistent_poi
                         size_t errlen);
 int bw_snapshot_found(void *arg, uint64_t confirmed, char *err, size_t errlen);
 
+/* An interrupted snapshot's keyed tables continue as backfills in b (snapshot.mode=initial). */
+struct bw_backfills;
+void bw_snapshot_resume_as(bw_snapshot *s, struct bw_backfills *b);
+
 /*
  * snapshot.mode=initial-only: reads every selected table (or what an interrupted run left) in a
  * fresh REPEATABLE READ transaction, without a slot. 0 when done, 1 when stopped, -1 on error.
