@@ -383,8 +383,9 @@ static void prepare_topics(relay *r)
     size_t n = 0;
     if (strstr(r->cfg.topic_template, "{tenant}") != NULL)
         return;
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {r->cfg.pg_conninfo, "breakwater-relay topics", NULL};
+    /* a check, not a dependency: an unreachable server must not hold the start up for long */
+    const char *keys[] = {"dbname", "fallback_application_name", "connect_timeout", NULL};
+    const char *vals[] = {r->cfg.pg_conninfo, "breakwater-relay topics", "10", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     bw_selection *sel = bw_selection_new(&r->cfg, err, sizeof(err));
     if (PQstatus(conn) != CONNECTION_OK || sel == NULL ||
