@@ -127,41 +127,6 @@ static bw_pg_status hook_status(int rc, char *err, size_t errlen)
     return BW_PG_FATAL;
 }
 
-/*
- * A relay running the slot's initial snapshot holds an advisory lock (snapshot.c): the slot is
- * not active meanwhile, but it is taken. BW_PG_BUSY then, so that this relay waits as a standby.
- */
-static bw_pg_status snapshot_elsewhere(bw_pgstream *s, const bw_pgstream_opts *o, char *err,
-                                       size_t errlen)
-{
-    char *lit = PQescapeLiteral(s->conn, o->slot, strlen(o->slot));
-    bw_buf q;
-    bw_buf_init(&q);
-    bw_buf_printf(
-        &q,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND classid = " BW_SNAPSHOT_LOCK_CLASS
-        " AND objid = (hashtext(%s) & 2147483647)::oid AND objsubid = 2"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        lit ? lit : "NULL");
-    PQfreemem(lit);
-    PGresult *res = PQexec(s->conn, q.data);
-    bw_buf_free(&q);
-    bw_pg_status st = BW_PG_OK;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        set_err(err, errlen, "could not look for a snapshot in progress", PQerrorMessage(s->conn));
-        st = BW_PG_RETRY;
-    } else if (PQntuples(res) > 0) {
-        snprintf(err, errlen,
-                 "replication slot \"%s\" is taken: its initial snapshot runs in "
-                 "process %s",
-                 o->slot, PQgetvalue(res, 0, 0));
-        st = BW_PG_BUSY;
-    }
-    PQclear(res);
-    return st;
-}
-
 /* Looks the slot up; creates it when missing and allowed; runs o->hooks around that. */
 static bw_pg_status ensure_slot(bw_pgstream *s, const bw_pgstream_opts *o, uint64_t *confirmed,
                                 char *err, size_t errlen)
@@ -170,10 +135,18 @@ static bw_pg_status ensure_slot(bw_pgstream *s, const bw_pgstream_opts *o, uint6
     char *lit = PQescapeLiteral(s->conn, o->slot, strlen(o->slot));
     bw_buf q;
     bw_buf_init(&q);
+    /*
+     * The last column: a relay running the slot's initial snapshot (snapshot.c) holds an
+     * advisory lock; the slot is not active meanwhile, but it is taken.
+     */
     bw_buf_printf(&q,
                   "SELECT plugin, slot_type, database = current_database(), "
-                  "confirmed_flush_lsn, active_pid FROM pg_replication_slots "
-                  "WHERE slot_name = %s",
+                  "confirmed_flush_lsn, active_pid, "
+                  "(SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                  " AND classid = " BW_SNAPSHOT_LOCK_CLASS
+                  " AND objid = (hashtext(slot_name) & 2147483647)::oid AND objsubid = 2"
+                  " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                  " LIMIT 1) FROM pg_replication_slots WHERE slot_name = %s",
                   lit ? lit : "NULL");
     PQfreemem(lit);
     PGresult *res = PQexec(s->conn, q.data);
@@ -247,8 +220,13 @@ static bw_pg_status ensure_slot(bw_pgstream *s, const bw_pgstream_opts *o, uint6
     }
     if (PQgetisnull(res, 0, 3) || bw_lsn_parse(PQgetvalue(res, 0, 3), confirmed) != 0)
         *confirmed = 0;
-    if (o->hooks && o->hooks->found && (st = snapshot_elsewhere(s, o, err, errlen)) != BW_PG_OK)
+    if (!PQgetisnull(res, 0, 5)) { /* whatever this relay's snapshot.mode */
+        snprintf(err, errlen,
+                 "replication slot \"%s\" is taken: its initial snapshot runs in process %s",
+                 o->slot, PQgetvalue(res, 0, 5));
+        st = BW_PG_BUSY;
         goto done;
+    }
     if (o->hooks && o->hooks->found)
         st = hook_status(o->hooks->found(o->hooks->arg, *confirmed, err, errlen), err, errlen);
 done:

@@ -7,6 +7,7 @@ import os
 import pathlib
 import signal
 import subprocess
+import threading
 import time
 
 import psycopg
@@ -186,6 +187,37 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+class Writer:
+    """A thread that writes to the database until stop(), a transaction per turn (subclasses
+    define turn(conn)), pause seconds apart; stop() joins it and re-raises what it raised."""
+
+    pause = 0.002
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.error = None
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._t.start()
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(timeout=30)
+        if self.error is not None:
+            raise self.error
+
+    def _run(self):
+        try:
+            with self.cluster.connect() as c:
+                while not self._stop.is_set():
+                    self.turn(c)
+                    time.sleep(self.pause)
+        except Exception as e:         # noqa: BLE001 - re-raised in the test's thread by stop()
+            self.error = e
 
 
 def insert_lsn(conn):

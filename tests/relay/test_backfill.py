@@ -41,7 +41,7 @@ import time
 import bwproto
 import pytest
 
-from conftest import insert_lsn, wait_for
+from conftest import Writer, insert_lsn, wait_for
 from test_coalesce import lsn_int, wait_published
 from test_e2e import free_port, metric
 from test_snapshot import (HighWater, assert_read_message, messages, reads, replay, select_rows,
@@ -302,29 +302,20 @@ def test_backfill_one_tenant_sends_its_rows_once(conn, kafka, make_relay, make_s
 
 # ---- 2. concurrent changes to the keys being backfilled ---------------------------------------
 
-class TenantLoad:
+class TenantLoad(Writer):
     """Random transactions (1 to 3 inserts into gaps, updates and deletes) on tenants t2 (mostly)
     and t3, from a thread with its own connection, as fast as it can (1 ms pause)."""
 
+    pause = 0.001
+
     def __init__(self, cluster, table, present, seed):
-        self.cluster, self.table = cluster, table
+        super().__init__(cluster)
+        self.table = table
         self.present = {t: set(ids) for t, ids in present.items()}
         self.ids = {t: list(ids) for t, ids in present.items()}
         self.rng = random.Random(seed)
         self.committed = 0
         self.n = 1_000_000
-        self.error = None
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def start(self):
-        self._t.start()
-
-    def stop(self):
-        self._stop.set()
-        self._t.join(timeout=30)
-        if self.error is not None:
-            raise self.error
 
     def _op(self, c):
         tenant = "t2" if self.rng.random() < 0.8 else "t3"
@@ -349,17 +340,11 @@ class TenantLoad:
             c.execute(f"DELETE FROM {self.table} WHERE tenant_id = %s AND id = %s", (tenant, i))
             have.discard(i)
 
-    def _run(self):
-        try:
-            with self.cluster.connect() as c:
-                while not self._stop.is_set():
-                    with c.transaction():
-                        for _ in range(self.rng.randint(1, 3)):
-                            self._op(c)
-                    self.committed += 1
-                    time.sleep(0.001)
-        except Exception as e:         # noqa: BLE001 - re-raised in the test's thread by stop()
-            self.error = e
+    def turn(self, c):
+        with c.transaction():
+            for _ in range(self.rng.randint(1, 3)):
+                self._op(c)
+        self.committed += 1
 
 
 def test_concurrent_changes_win_over_the_backfill(conn, cluster, kafka, make_relay, make_slot):

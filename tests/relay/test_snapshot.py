@@ -37,12 +37,11 @@ import pathlib
 import random
 import re
 import signal
-import threading
 import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import Writer, wait_for
 from test_coalesce import hdrs, lsn_int, wait_published
 from test_e2e import free_port, metric, topic_exists
 
@@ -219,31 +218,19 @@ LOAD_TABLES = {
 TENANTS = [f"t{i}" for i in range(7)]
 
 
-class Load:
+class Load(Writer):
     """Random single-table transactions (1 to 3 inserts, updates or deletes of existing rows) on
     the LOAD_TABLES, from a thread with its own connection, recorded with their xids so that the
     tables can be rebuilt as of any point in their commit order (one writer: commit order is the
     order they ran in)."""
 
     def __init__(self, cluster, initial, seed):
-        self.cluster = cluster
+        super().__init__(cluster)
         self.rows = {t: {k: dict(v) for k, v in rows.items()} for t, rows in initial.items()}
         self.keys = {t: list(rows) for t, rows in initial.items()}
         self.rng = random.Random(seed)
         self.txns = []          # (xid, [(table, op, key, row or None)])
         self.n = 1_000_000
-        self.error = None
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def start(self):
-        self._t.start()
-
-    def stop(self):
-        self._stop.set()
-        self._t.join(timeout=30)
-        if self.error is not None:
-            raise self.error
 
     def committed(self):
         return len(self.txns)
@@ -288,18 +275,12 @@ class Load:
         del self.rows[table][k]
         return (table, "delete", k, None)
 
-    def _run(self):
-        try:
-            with self.cluster.connect() as c:
-                while not self._stop.is_set():
-                    table = self.rng.choice(list(LOAD_TABLES))
-                    with c.transaction():
-                        xid = int(c.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
-                        ops = [self._op(c, table) for _ in range(self.rng.randint(1, 3))]
-                    self.txns.append((xid % 2 ** 32, ops))
-                    time.sleep(0.002)
-        except Exception as e:         # noqa: BLE001 - re-raised in the test's thread by stop()
-            self.error = e
+    def turn(self, c):
+        table = self.rng.choice(list(LOAD_TABLES))
+        with c.transaction():
+            xid = int(c.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
+            ops = [self._op(c, table) for _ in range(self.rng.randint(1, 3))]
+        self.txns.append((xid % 2 ** 32, ops))
 
     @staticmethod
     def apply(initial, txns):
