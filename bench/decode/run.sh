@@ -84,20 +84,13 @@ rows=200000 ins_tx=1000 upd_tx=10000
 [ $quick -eq 1 ] && rows=20000
 changes=$((2 * rows))
 
-work=$(mktemp -d /tmp/bw-bench.XXXXXX)
-chmod 755 "$work"
-cleanup() {
-  "$top/tests/lib/pgcluster.sh" stop "$work/pg" || true
-  if [ $keep -eq 1 ]; then echo "cluster kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+. "$top/bench/lib.sh"
+bench_work decode
 
 nslots=$(( ${#configs[@]} * (reps + 1) + 4 ))
-env_file=$("$top/tests/lib/pgcluster.sh" start "$work/pg" --plugin "$plugin" \
+bench_start_pg --plugin "$plugin" \
   --set "max_replication_slots=$nslots" --set autovacuum=off \
-  --set checkpoint_timeout=1h --set max_wal_size=8GB --set shared_buffers=256MB)
-# shellcheck disable=SC1090
-. "$env_file"
+  --set checkpoint_timeout=1h --set max_wal_size=8GB --set shared_buffers=256MB
 pm=$(head -1 "$BW_PGDATA/postmaster.pid")
 clk=$(getconf CLK_TCK)
 

@@ -100,31 +100,17 @@ changes=$((2 * rows))
 txns=$((rows / ins_tx + rows / upd_tx))
 tenants=50 ids_per_tenant=2000
 
-work=$(mktemp -d /tmp/bw-bench-e2e.XXXXXX)
-chmod 755 "$work"
-cleanup() {
-  "$top/tests/lib/registry.sh" stop "$work/registry" || true
-  "$top/tests/lib/kafka.sh" stop "$work/kafka" || true
-  "$top/tests/lib/pgcluster.sh" stop "$work/pg" || true
-  if [ $keep -eq 1 ]; then echo "work directory kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+. "$top/bench/lib.sh"
+bench_work e2e
 
 t_start=$EPOCHREALTIME
 echo "starting PostgreSQL, Kafka and the schema registry..." >&2
-env_file=$("$top/tests/lib/pgcluster.sh" start "$work/pg" \
+bench_start_pg \
   --set "max_replication_slots=$((4 * reps + 10))" --set "max_wal_senders=$((4 * reps + 10))" \
   --set autovacuum=off --set checkpoint_timeout=1h --set max_wal_size=8GB \
-  --set shared_buffers=256MB --set synchronous_commit=on)
-# shellcheck disable=SC1090
-. "$env_file"
-kafka_env=$("$top/tests/lib/kafka.sh" start "$work/kafka")
-# shellcheck disable=SC1090
-. "$kafka_env"
-bootstrap=$BW_KAFKA_BOOTSTRAP
-registry_env=$("$top/tests/lib/registry.sh" start "$work/registry")
-# shellcheck disable=SC1090
-. "$registry_env"
+  --set shared_buffers=256MB --set synchronous_commit=on
+bench_start_kafka
+bench_start_registry
 dsn="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 
 psql_q() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -At "$@"; }

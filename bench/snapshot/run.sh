@@ -73,26 +73,14 @@ done
 big_rows=1000000 small_rows=250000 tenants=50
 [ $quick -eq 1 ] && { big_rows=100000; small_rows=25000; }
 
-work=$(mktemp -d /tmp/bw-bench-snapshot.XXXXXX)
-chmod 755 "$work"
-cleanup() {
-  "$top/tests/lib/kafka.sh" stop "$work/kafka" || true
-  "$top/tests/lib/pgcluster.sh" stop "$work/pg" || true
-  if [ $keep -eq 1 ]; then echo "work directory kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+. "$top/bench/lib.sh"
+bench_work snapshot
 
 t_start=$EPOCHREALTIME
 echo "starting PostgreSQL and Kafka..." >&2
-env_file=$("$top/tests/lib/pgcluster.sh" start "$work/pg" \
-  --set autovacuum=off --set checkpoint_timeout=1h --set max_wal_size=8GB \
-  --set shared_buffers=256MB)
-# shellcheck disable=SC1090
-. "$env_file"
-kafka_env=$("$top/tests/lib/kafka.sh" start "$work/kafka")
-# shellcheck disable=SC1090
-. "$kafka_env"
-bootstrap=$BW_KAFKA_BOOTSTRAP
+bench_start_pg --set autovacuum=off --set checkpoint_timeout=1h --set max_wal_size=8GB \
+  --set shared_buffers=256MB
+bench_start_kafka
 dsn="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 psql_q() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 

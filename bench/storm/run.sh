@@ -62,26 +62,14 @@ storm_rows=$((storm_tenants * per_storm_tenant))
 bg_lo=$((storm_tenants + 1)) bg_hi=$((storm_tenants + bg_tenants))
 inflight_mb=64 held_mb=64   # the relay's defaults: relay.max_inflight_bytes, coalesce.max_held_bytes
 
-work=$(mktemp -d /tmp/bw-bench-storm.XXXXXX)
-chmod 755 "$work"
-cleanup() {
-  "$top/tests/lib/kafka.sh" stop "$work/kafka" || true
-  "$top/tests/lib/pgcluster.sh" stop "$work/pg" || true
-  if [ $keep -eq 1 ]; then echo "work directory kept in $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+. "$top/bench/lib.sh"
+bench_work storm
 
 t_start=$EPOCHREALTIME
 echo "starting PostgreSQL and Kafka..." >&2
-env_file=$("$top/tests/lib/pgcluster.sh" start "$work/pg" \
-  --set autovacuum=off --set checkpoint_timeout=1h --set max_wal_size=8GB \
-  --set shared_buffers=256MB --set synchronous_commit=on)
-# shellcheck disable=SC1090
-. "$env_file"
-kafka_env=$("$top/tests/lib/kafka.sh" start "$work/kafka")
-# shellcheck disable=SC1090
-. "$kafka_env"
-bootstrap=$BW_KAFKA_BOOTSTRAP
+bench_start_pg --set autovacuum=off --set checkpoint_timeout=1h --set max_wal_size=8GB \
+  --set shared_buffers=256MB --set synchronous_commit=on
+bench_start_kafka
 dsn="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 psql_q() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
