@@ -1,12 +1,23 @@
-# bench/lib.sh — what the benchmark scripts share, sourced once they have set `top` (the
-# repository) and `keep` (--keep): a work directory under /tmp that goes away on exit unless
-# kept, and the servers started in it, stopped on exit in reverse order.
+# bench/lib.sh — what the benchmark scripts share. Sourced first thing, after setting
+# bench_name: the paths (top, bindir, out_dir, py, and the default relay and plugin, which
+# options may change) and die, whose messages name the benchmark. Then, once `keep` (--keep) is
+# known: a work directory under /tmp that goes away on exit unless kept, and the servers
+# started in it, stopped on exit in reverse order.
 #
 #   bench_work NAME            work=/tmp/bw-bench-NAME.XXXXXX, and the exit trap
 #   bench_start_pg ARGS...     PostgreSQL (tests/lib/pgcluster.sh start "$work/pg" ARGS), its
 #                              environment (PGHOST, PGPORT, ...) sourced
 #   bench_start_kafka          a Kafka broker; its environment sourced, bootstrap=its address
 #   bench_start_registry       the schema registry; its environment sourced
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bindir=$(${PG_CONFIG:-pg_config} --bindir)
+out_dir="$top/bench/.out"
+py="$top/tests/.venv/bin/python"
+relay="$top/relay/breakwater-relay"
+plugin="$top/decoder/breakwater.so"
+
+die() { echo "bench/$bench_name: $*" >&2; exit 2; }
 
 bench_servers=() # "script:directory" of what was started, in order
 

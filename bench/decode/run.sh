@@ -34,11 +34,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-bindir=$(${PG_CONFIG:-pg_config} --bindir)
-out_dir="$top/bench/.out"
-
-die() { echo "bench/decode: $*" >&2; exit 2; }
+bench_name=decode
+. "$here/../lib.sh"
 
 # name | phase | plugin | pg_recvlogical -o options (space-separated name=value)
 all_configs=(
@@ -84,7 +81,6 @@ rows=200000 ins_tx=1000 upd_tx=10000
 [ $quick -eq 1 ] && rows=20000
 changes=$((2 * rows))
 
-. "$top/bench/lib.sh"
 bench_work decode
 
 nslots=$(( ${#configs[@]} * (reps + 1) + 4 ))

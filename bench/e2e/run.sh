@@ -49,14 +49,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-bindir=$(${PG_CONFIG:-pg_config} --bindir)
-out_dir="$top/bench/.out"
-py="$top/tests/.venv/bin/python"
-relay="$top/relay/breakwater-relay"
-plugin="$top/decoder/breakwater.so"
-
-die() { echo "bench/e2e: $*" >&2; exit 2; }
+bench_name=e2e
+. "$here/../lib.sh"
 
 quick=0 reps=5 steady_reps=2 duration=20 rates=1000,5000 keep=0 reps_set=0 steady_set=0 duration_set=0
 while [ $# -gt 0 ]; do
@@ -100,7 +94,6 @@ changes=$((2 * rows))
 txns=$((rows / ins_tx + rows / upd_tx))
 tenants=50 ids_per_tenant=2000
 
-. "$top/bench/lib.sh"
 bench_work e2e
 
 t_start=$EPOCHREALTIME

@@ -37,14 +37,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-bindir=$(${PG_CONFIG:-pg_config} --bindir)
-out_dir="$top/bench/.out"
-py="$top/tests/.venv/bin/python"
-relay="$top/relay/breakwater-relay"
-plugin="$top/decoder/breakwater.so"
-
-die() { echo "bench/snapshot: $*" >&2; exit 2; }
+bench_name=snapshot
+. "$here/../lib.sh"
 
 quick=0 reps=5 keep=0 reps_set=0
 while [ $# -gt 0 ]; do
@@ -73,7 +67,6 @@ done
 big_rows=1000000 small_rows=250000 tenants=50
 [ $quick -eq 1 ] && { big_rows=100000; small_rows=25000; }
 
-. "$top/bench/lib.sh"
 bench_work snapshot
 
 t_start=$EPOCHREALTIME

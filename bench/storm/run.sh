@@ -29,14 +29,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-bindir=$(${PG_CONFIG:-pg_config} --bindir)
-out_dir="$top/bench/.out"
-py="$top/tests/.venv/bin/python"
-relay="$top/relay/breakwater-relay"
-plugin="$top/decoder/breakwater.so"
-
-die() { echo "bench/storm: $*" >&2; exit 2; }
+bench_name=storm
+. "$here/../lib.sh"
 
 quick=0 keep=0
 while [ $# -gt 0 ]; do
@@ -62,7 +56,6 @@ storm_rows=$((storm_tenants * per_storm_tenant))
 bg_lo=$((storm_tenants + 1)) bg_hi=$((storm_tenants + bg_tenants))
 inflight_mb=64 held_mb=64   # the relay's defaults: relay.max_inflight_bytes, coalesce.max_held_bytes
 
-. "$top/bench/lib.sh"
 bench_work storm
 
 t_start=$EPOCHREALTIME
