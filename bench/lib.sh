@@ -9,6 +9,7 @@
 #                              environment (PGHOST, PGPORT, ...) sourced
 #   bench_start_kafka          a Kafka broker; its environment sourced, bootstrap=its address
 #   bench_start_registry       the schema registry; its environment sourced
+#   bench_server_errors        after the runs: errors (servers that crashed or went), elapsed
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bindir=$(${PG_CONFIG:-pg_config} --bindir)
@@ -49,3 +50,14 @@ bench_start() {
 bench_start_pg() { bench_start pgcluster pg "$@"; }
 bench_start_kafka() { bench_start kafka kafka; bootstrap=$BW_KAFKA_BOOTSTRAP; }
 bench_start_registry() { bench_start registry registry; }
+
+# After the runs: errors= what went wrong with the servers ("" when nothing: a crash in
+# PostgreSQL's log, a broker gone), elapsed= whole seconds since t_start.
+bench_server_errors() {
+  errors=""
+  if grep -E 'TRAP|terminated by signal|PANIC' "$work/pg/server.log" >/dev/null; then
+    errors="PostgreSQL's log shows a crash"
+  fi
+  kill -0 "$BW_KAFKA_PID" 2>/dev/null || errors="$errors; the Kafka broker is gone"
+  elapsed=$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
+}

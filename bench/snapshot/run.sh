@@ -190,12 +190,7 @@ for ((r = 1; r <= reps; r++)); do
   relay_run small $r snap_small $small_rows 10000 "relay-chunk10k-$((small_rows / 1000))k"; show
 done
 
-errors=""
-if grep -E 'TRAP|terminated by signal|PANIC' "$work/pg/server.log" >/dev/null; then
-  errors="PostgreSQL's log shows a crash"
-fi
-kill -0 "$BW_KAFKA_PID" 2>/dev/null || errors="$errors; the Kafka broker is gone"
-elapsed=$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
+bench_server_errors
 
 kafka_jar=$(cd "${BW_KAFKA_LIBS:-$top/tests/.kafka-libs}" && ls kafka_2.13-*.jar | head -1)
 mkdir -p "$out_dir"

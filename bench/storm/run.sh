@@ -125,12 +125,7 @@ INI
   psql_q -c "CHECKPOINT" >/dev/null
 done
 
-errors=""
-if grep -E 'TRAP|terminated by signal|PANIC' "$work/pg/server.log" >/dev/null; then
-  errors="PostgreSQL's log shows a crash"
-fi
-kill -0 "$BW_KAFKA_PID" 2>/dev/null || errors="$errors; the Kafka broker is gone"
-elapsed=$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
+bench_server_errors
 
 mkdir -p "$out_dir"
 cp "$runs" "$out_dir/storm-runs.jsonl"
