@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -17,6 +16,7 @@
 #include <libpq-fe.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "condition.h"
 #include "encode.h"
 #include "log.h"
@@ -69,13 +69,6 @@ struct bw_backfills {
     size_t nrecent, recent_pos;
     bw_buf key;
 };
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static char *dup_or_null(const char *s)
 {
@@ -394,7 +387,7 @@ static void retry_later(bw_backfills *b, const char *why)
     drop_chunk(b);
     disconnect(b);
     b->phase = IDLE;
-    b->retry_at_us = now_us() + RETRY_US;
+    b->retry_at_us = bw_wall_us() + RETRY_US;
 }
 
 /* how: "refused" (a request that cannot run) or "failed" (one that stopped running) */
@@ -405,7 +398,7 @@ static void fail_job(bw_backfills *b, job *j, const char *how, const char *why)
     free(j->error);
     j->error = bw_xstrdup(why);
     j->status = FAILED;
-    j->finished_us = now_us();
+    j->finished_us = bw_wall_us();
 }
 
 /*
@@ -543,7 +536,7 @@ static int publish_chunk(bw_backfills *b, uint64_t lsn, bw_txn_entry *e, uint64_
 {
     bw_table *t = b->table;
     int n = PQntuples(b->chunk);
-    bw_xact x = {.xid = 0, .commit_lsn = lsn, .end_lsn = lsn, .commit_time = now_us()};
+    bw_xact x = {.xid = 0, .commit_lsn = lsn, .end_lsn = lsn, .commit_time = bw_wall_us()};
     bw_value *vals = bw_xcalloc(t->rel.ncolumns ? t->rel.ncolumns : 1, sizeof(bw_value));
     char why[512];
     b->sent = 0;
@@ -741,7 +734,7 @@ static void set_running_metrics(bw_backfills *b)
 
 static void progress(bw_backfills *b, job *j, bool force)
 {
-    int64_t now = now_us();
+    int64_t now = bw_wall_us();
     if (!force && now < b->next_progress_us)
         return;
     b->next_progress_us = now + 5000000;
@@ -777,12 +770,12 @@ static bool start_job(bw_backfills *b)
     } else {
         j->rows = 0;
         j->estimate = estimate;
-        j->started_us = now_us();
+        j->started_us = bw_wall_us();
         bw_info("backfill %s: %s.%s%s%s started, about %" PRId64 " rows", j->id, j->schema,
                 j->table, j->tenant ? ", tenant " : "", j->tenant ? j->tenant : "", estimate);
     }
     if (j->started_us == 0)
-        j->started_us = now_us();
+        j->started_us = bw_wall_us();
     j->status = RUNNING;
     return true;
 }
@@ -800,7 +793,7 @@ int bw_backfills_step(bw_backfills *b, char *err, size_t errlen)
             json_array_append_new(j->after, json_string(b->table->after[k]));
         if (b->last) {
             j->status = DONE;
-            j->finished_us = now_us();
+            j->finished_us = bw_wall_us();
             double secs = (double) (j->finished_us - j->started_us) / 1e6;
             bw_info("backfill %s: done, %" PRId64 " rows in %.1f s", j->id, j->rows, secs);
             end_table(b);
@@ -819,7 +812,7 @@ int bw_backfills_step(bw_backfills *b, char *err, size_t errlen)
         if (save(b, err, errlen) < 0)
             return -1;
     }
-    if (b->phase != IDLE || now_us() < b->retry_at_us)
+    if (b->phase != IDLE || bw_wall_us() < b->retry_at_us)
         return 0;
     if (b->table == NULL) { /* the next job, if any */
         size_t i;
@@ -834,7 +827,7 @@ int bw_backfills_step(bw_backfills *b, char *err, size_t errlen)
         if (b->conn == NULL &&
             (b->conn = connect_pg(b->cfg->pg_conninfo, "backfill", why, sizeof(why))) == NULL) {
             bw_warn("%s; retrying in a moment", why);
-            b->retry_at_us = now_us() + RETRY_US;
+            b->retry_at_us = bw_wall_us() + RETRY_US;
             return 0;
         }
         b->cur = i;
@@ -869,7 +862,7 @@ int bw_backfills_enqueue(bw_backfills *b, const char *id, const char *schema, co
     j->status = QUEUED;
     j->rows = rows;
     j->estimate = estimate;
-    j->started_us = now_us();
+    j->started_us = bw_wall_us();
     if (after && nafter > 0) {
         j->after = json_array();
         for (uint16_t k = 0; k < nafter; k++)
@@ -901,7 +894,8 @@ bw_backfills *bw_backfills_new(const bw_config *cfg, bw_router *router, char *er
     b->router = router;
     b->path = bw_state_path(cfg->state_dir, cfg->slot_name, "backfills");
     bw_buf_init(&b->key);
-    snprintf(b->nonce, sizeof(b->nonce), "%lx%x", (unsigned long) now_us(), (unsigned) getpid());
+    snprintf(b->nonce, sizeof(b->nonce), "%lx%x", (unsigned long) bw_wall_us(),
+             (unsigned) getpid());
     if ((b->sel = bw_selection_new(cfg, err, errlen)) == NULL || load(b, err, errlen) < 0) {
         bw_backfills_free(b);
         return NULL;
@@ -977,7 +971,7 @@ static void print_status(const char *body)
     json_t *jobs = json_object_get(doc, "jobs");
     size_t i;
     json_t *o;
-    int64_t now = now_us();
+    int64_t now = bw_wall_us();
     json_array_foreach(jobs, i, o)
     {
         int64_t started = (int64_t) json_integer_value(json_object_get(o, "started_us"));
@@ -1105,7 +1099,7 @@ int bw_backfill_cli(int argc, char **argv, char **envp)
         goto out;
     }
     char id[48];
-    snprintf(id, sizeof(id), "bf-%" PRId64 "-%d", now_us() / 1000000, (int) getpid());
+    snprintf(id, sizeof(id), "bf-%" PRId64 "-%d", bw_wall_us() / 1000000, (int) getpid());
     req = json_pack("{s:s, s:s, s:s}", "id", id, "schema", schema, "table", name);
     if (tenant)
         json_object_set_new(req, "tenant", json_string(tenant));

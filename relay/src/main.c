@@ -14,10 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backfill.h"
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -46,20 +46,6 @@ static void on_hup(int sig)
 {
     (void) sig;
     reload_requested = 1;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* Between schema registry retries: delivery reports keep moving the confirmable position. */
@@ -116,7 +102,7 @@ typedef struct relay {
 static void wait_serving_kafka(void *arg, int ms)
 {
     relay *r = arg;
-    for (int64_t until = now_ms() + ms; now_ms() < until && stop_signals == 0;)
+    for (int64_t until = bw_mono_ms() + ms; bw_mono_ms() < until && stop_signals == 0;)
         bw_producer_poll(r->producer, 50);
 }
 
@@ -169,7 +155,7 @@ static bool busy(const relay *r)
  */
 static bw_pg_status work(relay *r, char *err, size_t errlen)
 {
-    for (int64_t until = now_ms() + 20; busy(r) && now_ms() < until;) {
+    for (int64_t until = bw_mono_ms() + 20; busy(r) && bw_mono_ms() < until;) {
         if (r->router.job) {
             if (bw_route_step(&r->router) == BW_ROUTE_FAILED) {
                 snprintf(err, errlen, "%s", r->router.err);
@@ -208,7 +194,7 @@ static bw_pg_status send_feedback(relay *r, char *err, size_t errlen)
         r->last_sent = confirmed;
         atomic_store(&r->metrics.confirmed_lsn, confirmed);
     }
-    r->last_feedback_ms = now_ms();
+    r->last_feedback_ms = bw_mono_ms();
     r->next_feedback_ms = r->last_feedback_ms + r->cfg.status_interval_ms;
     return st;
 }
@@ -305,7 +291,7 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
             reload_requested = 0;
             reload(r);
         }
-        int64_t now = now_ms();
+        int64_t now = bw_mono_ms();
         /* on the timer, and promptly (at most every 10 ms) when the confirmable position moved */
         if (now >= r->next_feedback_ms ||
             (bw_lsntrack_confirmed(r->track) != r->last_sent && now - r->last_feedback_ms >= 10))
@@ -333,13 +319,13 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
             return st;
         if ((st = work(r, err, errlen)) != BW_PG_OK)
             return st;
-        if (r->router.coalescer && bw_coalesce_emit_due(r->router.coalescer, now_ms(),
+        if (r->router.coalescer && bw_coalesce_emit_due(r->router.coalescer, bw_mono_ms(),
                                                         bw_route_coalesced, &r->router) < 0) {
             snprintf(err, errlen, "%s", r->router.err);
             return BW_PG_FATAL;
         }
         if (r->router.signals &&
-            bw_signals_emit_due(r->router.signals, now_ms(), bw_route_signal, &r->router) < 0) {
+            bw_signals_emit_due(r->router.signals, bw_mono_ms(), bw_route_signal, &r->router) < 0) {
             snprintf(err, errlen, "%s", r->router.err);
             return BW_PG_FATAL;
         }
@@ -355,7 +341,7 @@ static bw_pg_status stream(relay *r, char *err, size_t errlen)
             wake = bw_signals_next_due(r->router.signals);
         if (r->router.coalescer && bw_coalesce_next_due(r->router.coalescer) < wake)
             wake = bw_coalesce_next_due(r->router.coalescer);
-        int64_t wait = busy(r) ? 0 : wake - now_ms();
+        int64_t wait = busy(r) ? 0 : wake - bw_mono_ms();
         if (wait < 0)
             wait = 0;
         if (wait > 100)
@@ -418,7 +404,8 @@ static int shutdown_relay(relay *r, int status)
         bw_error("%s", r->router.err);
     /* flush in steps so that a second SIGTERM/SIGINT exits at once */
     int left = bw_producer_outq_len(r->producer);
-    for (int64_t until = now_ms() + 30000; left > 0 && now_ms() < until && stop_signals < 2;)
+    for (int64_t until = bw_mono_ms() + 30000;
+         left > 0 && bw_mono_ms() < until && stop_signals < 2;)
         left = bw_producer_flush(r->producer, 100);
     bw_producer_poll(r->producer, 0);
     if (bw_pgstream_socket(r->pg) >= 0) {
@@ -476,7 +463,7 @@ int main(int argc, char **argv, char **envp)
     bw_log_parse_level(r.cfg.log_level, &bw_log_min_level);
     install_signals();
     bw_metrics_init(&r.metrics);
-    atomic_store(&r.metrics.start_time_us, wall_us());
+    atomic_store(&r.metrics.start_time_us, bw_wall_us());
 
     char *redacted = bw_conninfo_redact(r.cfg.pg_conninfo);
     bw_info("breakwater-relay %s starting: slot \"%s\" on %s", BW_RELAY_VERSION, r.cfg.slot_name,

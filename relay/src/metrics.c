@@ -9,18 +9,11 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "config.h"
 
 #define LOAD(field) atomic_load_explicit(&(field), memory_order_relaxed)
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 void bw_metrics_init(bw_metrics *m)
 {
@@ -45,7 +38,7 @@ void bw_metrics_init(bw_metrics *m)
     atomic_init(&m->confirmed_lsn, 0);
     atomic_init(&m->server_wal_end, 0);
     atomic_init(&m->last_commit_time_us, 0);
-    atomic_init(&m->start_time_us, now_us());
+    atomic_init(&m->start_time_us, bw_wall_us());
     atomic_init(&m->pg_connected, 0);
     atomic_init(&m->standby, 0);
     atomic_init(&m->kafka_ok, 0);
@@ -69,7 +62,7 @@ static void take(const bw_metrics *cm, snapshot *s)
 {
     /* C11 atomic_load takes a non-const pointer; reading does not modify */
     bw_metrics *m = (bw_metrics *) cm;
-    int64_t now = now_us();
+    int64_t now = bw_wall_us();
 
     s->changes_in = LOAD(m->changes_in);
     s->transactions_in = LOAD(m->transactions_in);

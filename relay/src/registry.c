@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define CONTENT_TYPE "application/vnd.schemaregistry.v1+json"
@@ -35,13 +36,6 @@ struct bw_registry {
     char curl_err[CURL_ERROR_SIZE];
     uint64_t registrations;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
@@ -198,7 +192,7 @@ static int exchange(bw_registry *r, const char *method, const char *path, const 
 static int call(bw_registry *r, const char *method, const char *path, const char *body,
                 long *status, bw_buf *err)
 {
-    int64_t deadline = mono_ms() + r->cfg->schema_registry_retry_max_ms;
+    int64_t deadline = bw_mono_ms() + r->cfg->schema_registry_retry_max_ms;
     int wait = 200;
     for (int attempt = 1;; attempt++) {
         int rc = exchange(r, method, path, body, status, err);
@@ -207,7 +201,7 @@ static int call(bw_registry *r, const char *method, const char *path, const char
             return 0;
         if (rc < 0 && r->nurls > 1)
             r->current = (r->current + 1) % r->nurls;
-        if (mono_ms() + wait > deadline) {
+        if (bw_mono_ms() + wait > deadline) {
             bw_buf_printf(err,
                           " (gave up after %d attempts in %" PRId64 " ms: "
                           "schema_registry.retry_max_ms)",

@@ -11,20 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
+#include "clock.h"
 #include "encode.h"
 #include "log.h"
 #include "selection.h"
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A transaction's tracker entry: made when it was read ahead (bw_route_peek), else now. */
 static bw_txn_entry *take_entry(bw_router *r, uint64_t lsn)
@@ -358,7 +351,7 @@ static int route_change(bw_router *r, const bw_record *rec)
                                        r->json_key.len, bw_route_coalesced, r)))
                 return -1;
         } else {
-            int rc = bw_coalesce_offer(r->coalescer, mono_ms(), rec->type, r->topic.data,
+            int rc = bw_coalesce_offer(r->coalescer, bw_mono_ms(), rec->type, r->topic.data,
                                        r->key.data, r->key.len, r->value.data, r->value.len, hs.h,
                                        hs.n, r->entry, bw_route_coalesced, r);
             if (rc < 0)
@@ -384,9 +377,9 @@ static int route_change(bw_router *r, const bw_record *rec)
                 return -1;
             sample = &r->json_key;
         }
-        bw_signals_note(r->signals, mono_ms(), (const char *) c->tenant.data, c->tenant.len, c->rel,
-                        rec->type, keyrc == 0 ? sample->data : NULL, keyrc == 0 ? sample->len : 0,
-                        &r->xact, r->entry);
+        bw_signals_note(r->signals, bw_mono_ms(), (const char *) c->tenant.data, c->tenant.len,
+                        c->rel, rec->type, keyrc == 0 ? sample->data : NULL,
+                        keyrc == 0 ? sample->len : 0, &r->xact, r->entry);
     }
     return 0;
 }
@@ -684,8 +677,8 @@ int bw_route_peek(void *router, const bw_record *rec)
         int keyrc = bw_json_key(&r->peek_key, c, r->err, sizeof(r->err));
         if (keyrc < 0)
             return 0; /* the routing will say what is wrong with it */
-        bw_signals_note(r->signals, mono_ms(), (const char *) c->tenant.data, c->tenant.len, c->rel,
-                        rec->type, keyrc == 0 ? r->peek_key.data : NULL,
+        bw_signals_note(r->signals, bw_mono_ms(), (const char *) c->tenant.data, c->tenant.len,
+                        c->rel, rec->type, keyrc == 0 ? r->peek_key.data : NULL,
                         keyrc == 0 ? r->peek_key.len : 0, &r->peek_xact, r->peek_entry);
         return 0;
     default:

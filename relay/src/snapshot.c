@@ -7,19 +7,17 @@
 #include "snapshot.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 #include <libpq-fe.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "backfill.h"
 #include "log.h"
 #include "pgstream.h"
@@ -52,13 +50,6 @@ struct bw_snapshot {
     bool found_logged;
     bw_backfills *backfills; /* where an interrupted snapshot's keyed tables continue */
 };
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* ---- the state file ---- */
 
@@ -229,7 +220,7 @@ static int wait_acked(bw_snapshot *s, size_t max_open, char *err, size_t errlen)
 
 static void progress(bw_snapshot *s, bool force)
 {
-    int64_t now = now_us();
+    int64_t now = bw_wall_us();
     if (!force && now < s->next_progress_us)
         return;
     s->next_progress_us = now + 5000000;
@@ -481,7 +472,7 @@ static int run(bw_snapshot *s, const char *exported, uint64_t lsn, char *err, si
     char at[18];
     int rc = -1;
     s->x.commit_lsn = lsn;
-    s->started_us = now_us();
+    s->started_us = bw_wall_us();
     s->next_progress_us = s->started_us + 5000000;
     s->total = 0;
     atomic_store(&s->router->metrics->snapshot_running, 1);
@@ -520,7 +511,7 @@ static int run(bw_snapshot *s, const char *exported, uint64_t lsn, char *err, si
                  strerror(errno));
         goto out;
     }
-    double secs = (double) (now_us() - s->started_us) / 1e6;
+    double secs = (double) (bw_wall_us() - s->started_us) / 1e6;
     bw_info("snapshot: done: %" PRId64 " rows from %zu table(s) in %.1f s (%.0f rows/s)", s->total,
             left, secs, secs > 0 ? (double) s->total / secs : 0.0);
     json_decref(s->saved);
